@@ -1,0 +1,133 @@
+"""Engine, migrations and bulk writes.
+
+The database URL comes from ``GLITCHDEX_DATABASE_URL``; without it the catalog
+is the SQLite file ``glitchdex.sqlite`` in the working directory. PostgreSQL
+URLs work with the same migrations.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, Table, create_engine, event, insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+import migrations
+
+URL_ENV = "GLITCHDEX_DATABASE_URL"
+DEFAULT_URL = "sqlite:///glitchdex.sqlite"
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+BULK_CHUNK_ROWS = 20_000
+
+
+class CatalogError(Exception):
+    """An error whose message is meant for the user as one line."""
+
+
+def database_url(url: str | None = None) -> str:
+    return url or os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the dashboard read while an ingest writes; the busy timeout makes
+    # a second writer wait instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def make_engine(url: str | None = None) -> Engine:
+    url = database_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _tune_sqlite)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+# --- migrations ---------------------------------------------------------------
+
+
+def alembic_config(url: str | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("sqlalchemy.url", database_url(url).replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the migrations folder has no revision"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        raise CatalogError(f"cannot open database {engine.url.render_as_string(hide_password=True)}: {exc.orig}") from None
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str | None = None, revision: str = "base") -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the schema in an empty database; refuse one at another revision."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        upgrade(engine.url.render_as_string(hide_password=False))
+        return
+    known = {rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if current not in known:
+        raise CatalogError(
+            f"database is at revision {current}, newer than this glitchdex (head {head}): upgrade glitchdex"
+        )
+    raise CatalogError(f"database is at revision {current}, older than head {head}: run `glitchdex db upgrade`")
+
+
+# --- bulk writes --------------------------------------------------------------
+
+
+def _chunks(rows: Sequence[Mapping[str, Any]], size: int) -> Iterator[Sequence[Mapping[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def bulk_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Core executemany insert, chunked so PostgreSQL's insertmanyvalues batches stay bounded."""
+    for chunk in _chunks(rows, BULK_CHUNK_ROWS):
+        conn.execute(insert(table), list(chunk))
+    return len(rows)
+
+
+def columns_to_rows(columns: Mapping[str, Iterable[Any]], **constants: Any) -> list[dict[str, Any]]:
+    """Turn column-wise lists (the shape tensor code produces) into insert rows."""
+    names = list(columns) + list(constants)
+    constant_values = tuple(constants.values())
+    return [dict(zip(names, values + constant_values)) for values in zip(*columns.values())]
+

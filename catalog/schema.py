@@ -1,0 +1,216 @@
+"""The catalog's tables (SQLAlchemy 2 typed ORM).
+
+Every table is documented column by column through ``comment=``: the SQL
+reference in ``docs/schema.md`` is generated from these comments and a test
+fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Tokenizer(Base):
+    __tablename__ = "tokenizer"
+    __table_args__ = {"comment": "A vocabulary, shared by every model that uses the same one."}
+
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Surrogate key.")
+    content_hash: Mapped[str] = mapped_column(
+        String(64), unique=True, comment="sha256 over (id, bytes, special) of every token: equal vocabularies share one row."
+    )
+    name: Mapped[str] = mapped_column(String(200), comment="Name of the first model or encoding it was ingested from.")
+    kind: Mapped[str] = mapped_column(
+        String(40), comment="Piece encoding: byte_level (GPT-2 style BPE), sentencepiece, wordpiece or tiktoken."
+    )
+    vocab_size: Mapped[int] = mapped_column(comment="Number of token ids (holes in the id range excluded).")
+    n_special: Mapped[int] = mapped_column(comment="Number of special / control tokens.")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, comment="When first ingested (UTC).")
+
+    tokens: Mapped[list[Token]] = relationship(back_populates="tokenizer", cascade="all, delete-orphan", passive_deletes=True)
+    models: Mapped[list[Model]] = relationship(back_populates="tokenizer")
+
+
+class Token(Base):
+    __tablename__ = "token"
+    __table_args__ = (
+        Index("ix_token_norm_key", "norm_key"),
+        {"comment": "One row per token id of a tokenizer, with its tokenizer facts."},
+    )
+
+    tokenizer_id: Mapped[int] = mapped_column(
+        ForeignKey("tokenizer.id", ondelete="CASCADE"), primary_key=True, comment="Tokenizer the token belongs to."
+    )
+    token_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="The token's id in its vocabulary.")
+    piece: Mapped[str] = mapped_column(Text, comment="Raw vocabulary entry as the tokenizer stores it (e.g. 'Ġthe', '▁the', '##s').")
+    text: Mapped[str] = mapped_column(Text, comment="Decoded text; undecodable bytes shown as U+FFFD.")
+    raw_bytes: Mapped[bytes | None] = mapped_column(
+        LargeBinary, comment="Exact bytes the token stands for; NULL for special tokens."
+    )
+    norm_key: Mapped[str | None] = mapped_column(
+        Text, comment="NFKC text with surrounding whitespace stripped: joins the same string across tokenizers; NULL if undecodable or empty."
+    )
+    is_special: Mapped[bool] = mapped_column(Boolean, comment="Special / control / added special token.")
+    is_byte: Mapped[bool] = mapped_column(Boolean, comment="Stands for one raw byte (byte-fallback '<0xNN>' or a single-byte BPE token).")
+    is_partial_utf8: Mapped[bool] = mapped_column(Boolean, comment="Its bytes are not valid UTF-8 on their own (a fragment of a character).")
+    is_unreachable: Mapped[bool] = mapped_column(
+        Boolean, comment="Encoding the decoded text does not give this token back (special and partial-UTF-8 tokens excluded)."
+    )
+    unreachable_kind: Mapped[str | None] = mapped_column(
+        String(10), comment="'single' (re-encodes to one other token), 'multi' (to several) or 'empty'; NULL if reachable."
+    )
+    reencoded_ids: Mapped[str | None] = mapped_column(Text, comment="Space-separated ids the decoded text re-encodes to, when unreachable.")
+    is_whitespace: Mapped[bool] = mapped_column(Boolean, comment="Decoded text is non-empty and only whitespace.")
+    n_bytes: Mapped[int] = mapped_column(comment="Length in bytes.")
+    n_chars: Mapped[int] = mapped_column(comment="Length in characters of the decoded text.")
+    script: Mapped[str] = mapped_column(
+        String(20), comment="Dominant Unicode script of its letters (Latin, Cyrillic, Han, ...), 'Common' if none, 'Mixed' if several."
+    )
+    category: Mapped[str] = mapped_column(
+        String(20), comment="First matching of: special, partial_utf8, byte, unreachable, whitespace, normal."
+    )
+
+    tokenizer: Mapped[Tokenizer] = relationship(back_populates="tokens")
+
+
+class Model(Base):
+    __tablename__ = "model"
+    __table_args__ = (
+        UniqueConstraint("name", "revision"),
+        {"comment": "A model (or a tokenizer-only encoding) as ingested from one source at one revision."},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Surrogate key.")
+    name: Mapped[str] = mapped_column(String(200), comment="Short name, e.g. 'SmolLM2-135M-Instruct.Q4_1'.")
+    spec: Mapped[str] = mapped_column(Text, comment="The spec given to `glitchdex ingest`.")
+    source_kind: Mapped[str] = mapped_column(String(20), comment="hub, directory, gguf, package or tiktoken.")
+    source: Mapped[str] = mapped_column(Text, comment="Resolved location: hub id, folder or file path.")
+    revision: Mapped[str] = mapped_column(String(64), comment="Hub commit, or sha256 of the weight files.")
+    architecture: Mapped[str | None] = mapped_column(String(100), comment="transformers model_type (llama, gemma3_text, bert, ...); NULL for tokenizer-only.")
+    vocab_size: Mapped[int] = mapped_column(comment="Rows of the input-embedding matrix (tokenizer size for tokenizer-only).")
+    hidden_size: Mapped[int | None] = mapped_column(comment="Embedding width d_model.")
+    tied_embeddings: Mapped[bool | None] = mapped_column(Boolean, comment="Unembedding is the input embedding; NULL if the model has no LM head.")
+    n_params: Mapped[int | None] = mapped_column(BigInteger, comment="Number of parameters.")
+    tokenizer_id: Mapped[int] = mapped_column(ForeignKey("tokenizer.id"), comment="Its tokenizer.")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, comment="When first ingested (UTC).")
+
+    tokenizer: Mapped[Tokenizer] = relationship(back_populates="models")
+    runs: Mapped[list[IngestRun]] = relationship(back_populates="model")
+
+
+class IngestRun(Base):
+    __tablename__ = "ingest_run"
+    __table_args__ = (
+        Index("ix_ingest_run_lookup", "model_id", "stage", "params_hash", "code_version"),
+        {"comment": "One execution of one stage for one model; rows of other tables point at the run that wrote them."},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Surrogate key.")
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model the stage ran for.")
+    stage: Mapped[str] = mapped_column(String(40), comment="tokenizer_facts or embedding_stats (later stages add theirs).")
+    params: Mapped[dict[str, Any]] = mapped_column(comment="Parameters as JSON (seeds, k, thresholds, reference-token rule, ...).")
+    params_hash: Mapped[str] = mapped_column(String(64), comment="sha256 of the canonical JSON params: a stage is skipped when a succeeded run has the same hash.")
+    code_version: Mapped[str] = mapped_column(String(40), comment="glitchdex version that ran it.")
+    status: Mapped[str] = mapped_column(String(12), comment="running, succeeded or failed; only succeeded runs' rows are ever present.")
+    error: Mapped[str | None] = mapped_column(Text, comment="One-line error of a failed run.")
+    device: Mapped[str | None] = mapped_column(String(40), comment="torch device the stage computed on.")
+    n_rows: Mapped[int | None] = mapped_column(comment="Rows written by the run.")
+    seconds: Mapped[float | None] = mapped_column(Float, comment="Wall time of the stage.")
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, comment="Start (UTC).")
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), comment="End (UTC); NULL while running.")
+
+    model: Mapped[Model] = relationship(back_populates="runs")
+
+
+class EmbeddingStat(Base):
+    __tablename__ = "embedding_stat"
+    __table_args__ = (
+        ForeignKeyConstraint(["tokenizer_id", "token_id"], ["token.tokenizer_id", "token.token_id"]),
+        Index("ix_embedding_stat_run_rank", "run_id", "anomaly_rank"),
+        {"comment": "Embedding indicators of every token of a model, per embedding_stats run. Percentiles: 1.0 = most anomalous."},
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The embedding_stats run.")
+    token_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="Token id.")
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model (denormalised for joins).")
+    tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
+    embed_norm: Mapped[float] = mapped_column(Float, comment="L2 norm of the input embedding.")
+    unembed_norm: Mapped[float | None] = mapped_column(Float, comment="L2 norm of the unembedding row; NULL if tied or no LM head.")
+    centroid_dist: Mapped[float] = mapped_column(Float, comment="L2 distance of the input embedding to the mean embedding.")
+    centroid_cos: Mapped[float] = mapped_column(Float, comment="Cosine similarity of the input embedding to the mean embedding.")
+    unused_cos: Mapped[float] = mapped_column(
+        Float,
+        comment="Cosine similarity of the unembedding (input embedding for encoders), first principal component removed, to the mean of reference unused tokens (rule in the run's params); high = under-trained.",
+    )
+    cluster_id: Mapped[int] = mapped_column(comment="k-means cluster of the input embedding (reference seed).")
+    cluster_stability: Mapped[float] = mapped_column(
+        Float, comment="Fraction of k-means seeds whose (label-matched) cluster agrees with the reference seed."
+    )
+    embed_norm_pct: Mapped[float] = mapped_column(Float, comment="Percentile of a low norm (1.0 = smallest norm).")
+    centroid_dist_pct: Mapped[float] = mapped_column(Float, comment="Percentile of closeness to the centroid (1.0 = nearest).")
+    unused_cos_pct: Mapped[float] = mapped_column(Float, comment="Percentile of unused_cos (1.0 = most similar to unused tokens).")
+    anomaly_score: Mapped[float] = mapped_column(Float, comment="The ranking used by `glitchdex top`; currently unused_cos_pct, the strongest published indicator.")
+    anomaly_rank: Mapped[int] = mapped_column(comment="1 = most anomalous token of the model in this run.")
+
+
+class Cluster(Base):
+    __tablename__ = "cluster"
+    __table_args__ = {"comment": "k-means clusters of a model's input embeddings (reference seed), per embedding_stats run."}
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The embedding_stats run.")
+    cluster_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="Cluster label.")
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model.")
+    size: Mapped[int] = mapped_column(comment="Number of tokens in the cluster.")
+    centroid_norm: Mapped[float] = mapped_column(Float, comment="L2 norm of the cluster centre.")
+    dist_to_global_centroid: Mapped[float] = mapped_column(Float, comment="L2 distance of the cluster centre to the mean embedding.")
+    mean_stability: Mapped[float] = mapped_column(Float, comment="Mean cluster_stability of its tokens.")
+
+
+class Neighbor(Base):
+    __tablename__ = "neighbor"
+    __table_args__ = (
+        ForeignKeyConstraint(["tokenizer_id", "neighbor_token_id"], ["token.tokenizer_id", "token.token_id"]),
+        {"comment": "Nearest input-embedding neighbours (cosine) of a model's most anomalous tokens, per embedding_stats run."},
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The embedding_stats run.")
+    token_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="Token whose neighbours these are.")
+    rank: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="1 = nearest.")
+    tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
+    neighbor_token_id: Mapped[int] = mapped_column(comment="The neighbouring token's id.")
+    cosine: Mapped[float] = mapped_column(Float, comment="Cosine similarity of the two input embeddings.")
