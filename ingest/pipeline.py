@@ -85,7 +85,7 @@ def ingest(
 
     if "embedding_stats" in stages and loaded.has_weights:
         report.stages.append(
-            _run_stage(
+            run_stage(
                 engine,
                 model_id,
                 "embedding_stats",
@@ -213,7 +213,7 @@ def succeeded_run(conn: Connection, model_id: int, stage: str, params: dict[str,
 StageWork = Callable[[Connection, int, dict[str, Any]], tuple[int, dict[str, Any]]]
 
 
-def _run_stage(
+def run_stage(
     engine: Engine, model_id: int, stage: str, params: dict[str, Any], *, force: bool, device: str, work: StageWork
 ) -> StageResult:
     """Skip, or run ``work`` inside one transaction that also marks the run succeeded.
