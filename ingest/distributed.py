@@ -142,7 +142,9 @@ def reingest_on_cluster(engine: Engine, plans: Sequence[Plan], options: ClusterO
     """
     from ingest.reingest import log_report, one_line
 
-    executor = make_executor(options)
+    executor = make_executor(options)  # first: it explains a missing submitit
+    import submitit.core.utils
+
     entries = [plan.entry for plan in plans]
     jobs = executor.map_array(
         compute_model,
@@ -157,7 +159,17 @@ def reingest_on_cluster(engine: Engine, plans: Sequence[Plan], options: ClusterO
     for entry, job in zip(entries, jobs):
         try:
             log_report(entry.spec, write_computed(engine, job.result()))
-        except Exception as exc:  # noqa: BLE001 - a failed worker or write is logged; the other models go on
+        except submitit.core.utils.FailedJobError as exc:
+            log.error("%s: failed on worker %s: %s (log: %s)", entry.spec, job.job_id, _worker_exception(exc), job.paths.stderr)
+            ok = False
+        except Exception as exc:  # noqa: BLE001 - a failed write is logged; the other models go on
             log.error("%s: failed: %s", entry.spec, one_line(exc))
             ok = False
     return ok
+
+
+def _worker_exception(error: Exception) -> str:
+    """The exception line that ends the worker's traceback, which submitit wraps between dashed rules."""
+    trace = str(error).split("----------------------")
+    lines = trace[1].strip().splitlines() if len(trace) > 2 else str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__

@@ -33,7 +33,7 @@ def test_local_workers_compute_and_the_writer_stores_each_model(engine: Engine, 
     cluster = ClusterOptions(executor="local", folder=tmp_path / "jobs", device="cpu", timeout_min=20)
 
     assert reingest_registry(engine, registry, cluster=cluster) == EXIT_MODEL_FAILED
-    assert f"{corrupt}: failed:" in caplog.text
+    assert f"{corrupt}: failed on worker " in caplog.text
     assert f"{MINILM} embedding_stats: succeeded" in caplog.text
     with engine.connect() as conn:
         n_tokens = conn.scalar(select(func.count()).select_from(Token))
