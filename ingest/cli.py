@@ -17,7 +17,9 @@ from catalog.database import URL_ENV, CatalogError, current_revision, database_u
 from catalog.queries import RANKINGS, list_models, same_string_everywhere, top_anomalous
 from ingest.embedding_stats import StatsParams
 from ingest.pipeline import STAGES, ingest
+from ingest.distributed import ClusterOptions
 from ingest.registry import DEFAULT_REGISTRY
+from ingest.reingest import reingest_registry, watch
 
 DEFAULT_TOP = 20
 
@@ -162,14 +164,10 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_reingest(args: argparse.Namespace) -> int:
-    from ingest.reingest import reingest_registry, watch
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s glitchdex %(levelname)s %(message)s", stream=sys.stderr)
     engine = make_engine(args.db)
     cluster = None
     if args.executor != "inline":
-        from ingest.distributed import ClusterOptions
-
         cluster = ClusterOptions(
             executor=args.executor, folder=args.jobs_folder, device=args.device, partition=args.partition,
             gpus_per_task=args.gpus_per_task, timeout_min=args.timeout_min,
@@ -179,7 +177,7 @@ def cmd_reingest(args: argparse.Namespace) -> int:
         return reingest_registry(engine, args.registry, lock_path=args.lock, dry_run=args.dry_run, device=args.device, cluster=cluster)
 
     if args.watch:
-        watch(cycle, args.watch)
+        watch(cycle, args.watch)  # until interrupted
     return cycle()
 
 

@@ -25,19 +25,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import NoReturn
 
 from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import Connection
 
 from catalog.database import CatalogError, ensure_schema
 from catalog.schema import Model
+from ingest.distributed import ClusterOptions, reingest_on_cluster
 from ingest.loading import LoadedModel, identify
 from ingest.pipeline import IngestReport, ingest, succeeded_run
 from ingest.registry import RegistryEntry, load_registry
-
-if TYPE_CHECKING:
-    from ingest.distributed import ClusterOptions
 
 EXIT_OK = 0
 EXIT_MODEL_FAILED = 1
@@ -75,8 +73,8 @@ def plan(engine: Engine, entries: Sequence[RegistryEntry]) -> list[Plan]:
 def _plan_entry(conn: Connection, entry: RegistryEntry) -> Plan:
     try:
         identity = identify(entry.spec)
-    except CatalogError as exc:
-        return Plan(entry, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - an unreadable model is that model's failure, not the run's
+        return Plan(entry, error=one_line(exc))
     if identity is None:
         return Plan(entry, entry.stages, "hub model: its revision is known only once loaded")
     # Tokenizer-only encodings have no embeddings for the weight stages to look at.
@@ -122,8 +120,6 @@ def reingest(
         else:
             runnable.append(item)
     if cluster is not None and runnable:
-        from ingest.distributed import reingest_on_cluster
-
         failed |= not reingest_on_cluster(engine, runnable, cluster)
     else:
         for item in runnable:
@@ -219,7 +215,7 @@ def _advisory_lock(engine: Engine) -> Iterator[None]:
             conn.scalar(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
 
 
-def watch(cycle: Callable[[], int], seconds: float) -> None:
+def watch(cycle: Callable[[], int], seconds: float) -> NoReturn:
     """Run ``cycle`` every ``seconds`` until interrupted; a failing cycle is logged, the next one still runs."""
     while True:
         try:
