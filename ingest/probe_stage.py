@@ -56,7 +56,7 @@ class ProbeParams:
 
     @classmethod
     def sweep(cls, **overrides: Any) -> ProbeParams:
-        return cls(mode="sweep", templates=SWEEP_TEMPLATES, batch_size=256, **overrides)
+        return cls(**{"mode": "sweep", "templates": SWEEP_TEMPLATES, "batch_size": 256, **overrides})
 
 
 @dataclass
