@@ -91,6 +91,9 @@ def probe(
     """Run the probes stage for a loaded model that the catalog already holds with embedding statistics."""
     if loaded.model is None or not is_causal_lm(loaded.config):
         raise CatalogError(f"{loaded.name!r} has no language-model head: probes need a causal LM")
+    loaded_dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+    if loaded_dtype != params.dtype:
+        raise CatalogError(f"the model is loaded in {loaded_dtype} but the probe params say {params.dtype}")
     ensure_schema(engine)
     templates = templates_named(params.templates)
     with Session(engine) as session, session.begin():

@@ -78,3 +78,24 @@ def test_sweep_and_candidate_modes_give_the_same_greedy_start(smollm2):
     for a, b in zip(generated, swept, strict=True):
         assert a.output_ids[:3] == b.output_ids[:3]
         assert a.position_probs == pytest.approx(b.position_probs, abs=1e-4)
+
+
+def test_sweep_cache_handles_sliding_window_layers(smollm2):
+    """A tiny random Gemma-3 whose sliding window (4) is shorter than the prompt: the expanded prefix cache still matches."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=smollm2.tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+    )
+    model = Gemma3ForCausalLM(config).eval()
+    prompt = render_prompt(smollm2.tokenizer, ECHO)
+    token_ids = list(range(1000, 1016))
+    records = sweep_probes(model, smollm2.tokenizer, prompt, prefix_cache(model, prompt, "cpu"), token_ids, positions=2, device="cpu")
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt.ids(t) for t in token_ids])).logits[:, -1:]
+    probs, _ = target_prob_and_rank(logits, torch.tensor(token_ids))
+    assert [r.position_probs[0] for r in records] == pytest.approx(probs[:, 0].tolist(), rel=1e-4)
+    assert [r.output_ids[0] for r in records] == logits[:, 0].argmax(-1).tolist()
