@@ -1,7 +1,8 @@
 """Read-side API of the catalog, shared by the CLI and the dashboard.
 
-Every query reads the latest *succeeded* run of a stage: rows of failed or
-interrupted runs never exist, and older succeeded runs stay for history.
+Every query reads the latest *succeeded* run of a stage: failed runs have no
+rows, the committed chunks of a still-running (resumable) probes run are
+ignored, and older succeeded runs stay for history.
 """
 
 from __future__ import annotations

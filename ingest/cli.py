@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from catalog.database import URL_ENV, CatalogError, current_revision, database_url, downgrade, ensure_schema, head_revision, make_engine, session_factory, upgrade
 from catalog.queries import RANKINGS, indicator_precision, list_models, probe_transcripts, same_string_everywhere, token_verdicts, top_anomalous
+from catalog.schema import IngestRun
 from ingest.embedding_stats import StatsParams
 from ingest.pipeline import STAGES, ingest
 from ingest.probes import MODES, TEMPLATES_BY_NAME
@@ -203,6 +204,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     result = probe(loaded, engine, params, device=args.device, force=args.force, show_progress=True)
     detail = f" ({result.detail})" if result.detail else ""
     print(f"  probes: {result.status}, {result.n_rows} rows, {result.seconds:.1f}s{detail}", file=sys.stderr)
+    with session_factory(engine)() as session:
+        run = session.get(IngestRun, result.run_id)
+        print(f"  {run.params['n_probed']} tokens probed in {run.seconds:.1f}s: {run.params['n_probed'] / run.seconds:.2f} tokens/s", file=sys.stderr)
     _print_verdict_summary(engine, str(loaded.name))
     return 0
 
