@@ -136,9 +136,9 @@ def upsert_templates(conn: Connection, templates: Sequence[Template]) -> dict[st
 
 
 def select_tokens(conn: Connection, params: ProbeParams, stats_run: int, tokenizer_id: int) -> Selection:
-    """Top ``params.top`` of every indicator and a seeded sample of normal tokens; all tokens in sweep mode."""
+    """Top ``params.top`` non-special tokens of every indicator and a seeded sample of normal tokens; all tokens in sweep mode."""
     by_indicator = {
-        name: list(conn.scalars(top_anomalous_query(stats_run, name, include_special=True).with_only_columns(Token.token_id).limit(params.top)))
+        name: list(conn.scalars(top_anomalous_query(stats_run, name).with_only_columns(Token.token_id).limit(params.top)))
         for name in RANKINGS
     }
     candidates = {token_id for ids in by_indicator.values() for token_id in ids}

@@ -7,14 +7,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError, make_engine
-from catalog.queries import indicator_precision, latest_run_id, probe_transcripts, token_verdicts
+from catalog.queries import indicator_precision, latest_run_id, probe_transcripts, token_verdicts, top_anomalous
 from catalog.schema import IngestRun, ProbeDeterminism, ProbeResult, TokenVerdict
 from ingest import probes as probes_module
 from ingest.cli import main
 from ingest.probe_stage import ProbeParams, probe
 from tests.conftest import SMOLLM2, sqlite_url
 
-UNDERTRAINED = {40264: "Ġfirstsum", 43420: "Ġpvproperty", 46687: "firstsum"}
 # Small on purpose: two quick templates, top 3 per indicator, 2 controls.
 SMALL = ProbeParams(top=3, controls=2, templates=("echo_fewshot", "continue_list"), determinism_sample=2)
 # SmolLM2's ids 0-16 are special, so the first 27 ids leave 10 tokens to sweep: chunks of 4, 4 and 2.
@@ -49,22 +48,29 @@ def candidate_run(smollm2, smollm2_catalog, tmp_path_factory):
     engine.dispose()
 
 
-def test_candidate_mode_verifies_known_undertrained_tokens(candidate_run):
+def _top_candidates(engine, n=3):
+    with Session(engine) as session:
+        return top_anomalous(session, SMOLLM2, limit=n)
+
+
+def test_candidate_mode_verifies_the_top_candidates_and_rejects_normal_words(candidate_run):
     engine, result = candidate_run
     assert result.status == "succeeded"
+    top = [row.token_id for row in _top_candidates(engine)]  # known under-trained pieces ('ĠInstancePreprocess', ...)
     with Session(engine) as session:
         verified = {row.token_id: row for row in token_verdicts(session, SMOLLM2, verdict="verified")}
         rejected = token_verdicts(session, SMOLLM2, verdict="rejected")
-    assert set(UNDERTRAINED) <= set(verified)
+    assert set(top) <= set(verified)
     assert all(row.max_target_prob < SMALL.thresholds.verified_below for row in verified.values())
-    assert all("anomaly_score" in verified[t].selected_by for t in UNDERTRAINED)
-    assert rejected and all(row.max_target_prob >= SMALL.thresholds.weak_below for row in rejected)
+    assert all("anomaly_score" in verified[t].selected_by for t in top)
+    assert {"ĠJohn", "ĠMichael", "ĠDavid"} <= {row.piece for row in rejected}  # embed_norm's top 3: ordinary names
+    assert all(row.max_target_prob >= SMALL.thresholds.weak_below for row in rejected)
 
 
 def test_failing_probes_get_a_failure_category_and_passing_ones_none(candidate_run):
     engine, _ = candidate_run
     with Session(engine) as session:
-        transcripts = probe_transcripts(session, SMOLLM2, 40264)
+        transcripts = probe_transcripts(session, SMOLLM2, _top_candidates(engine, 1)[0].token_id)
         failed = session.scalar(select(func.count()).where(ProbeResult.passed.is_(False), ProbeResult.failure_category.is_(None)))
         passed = session.scalar(select(func.count()).where(ProbeResult.passed.is_(True), ProbeResult.failure_category.is_not(None)))
     assert [t.template for t in transcripts] == ["echo_fewshot", "continue_list"]
@@ -78,7 +84,8 @@ def test_precision_is_stored_per_indicator_and_for_the_controls(candidate_run):
         rows = {row.indicator: row for row in indicator_precision(session, SMOLLM2)}
         params = session.scalar(select(IngestRun.params).where(IngestRun.stage == "probes"))
     assert set(rows) == {"anomaly_score", "unused_cos", "centroid_dist", "embed_norm", "control"}
-    assert rows["anomaly_score"].precision == 1.0  # SmolLM2's top 3 are all known under-trained
+    assert rows["anomaly_score"].precision == 1.0  # SmolLM2's top 3 are all under-trained
+    assert rows["embed_norm"].precision == 0.0  # ... and the smallest norms belong to common first names
     assert rows["control"].n_selected == 2
     assert params["thresholds"] == {"verified_below": 0.01, "weak_below": 0.1}
     assert set(params["rendered_prompts"]) == {"echo_fewshot@1", "continue_list@1"}
@@ -173,4 +180,4 @@ def test_cli_verdicts_lists_verified_tokens(candidate_run, capsys):
     engine, _ = candidate_run
     assert main(["--db", str(engine.url), "verdicts", SMOLLM2, "--verdict", "verified"]) == 0
     out = capsys.readouterr().out
-    assert "'Ġfirstsum'" in out and "rejected" not in out
+    assert repr(_top_candidates(engine, 1)[0].piece) in out and "rejected" not in out
