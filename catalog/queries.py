@@ -1,7 +1,8 @@
 """Read-side API of the catalog, shared by the CLI and the dashboard.
 
-Every query reads the latest *succeeded* run of a stage: rows of failed or
-interrupted runs never exist, and older succeeded runs stay for history.
+Every query reads the latest *succeeded* run of a stage: failed runs have no
+rows, the committed chunks of a still-running (resumable) probes run are
+ignored, and older succeeded runs stay for history.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError
 from catalog.keys import norm_key
-from catalog.schema import EmbeddingStat, IngestRun, Model, Token, Tokenizer
+from catalog.schema import EmbeddingStat, IndicatorPrecision, IngestRun, Model, ProbeResult, ProbeTemplate, Token, Tokenizer, TokenVerdict
 
 RANKINGS = {
     "anomaly_score": EmbeddingStat.anomaly_rank.asc(),
@@ -159,3 +160,117 @@ def same_string_everywhere(session: Session, text: str) -> list[TokenAcrossToken
         .order_by(Tokenizer.name, Token.token_id)
     ).all()
     return [TokenAcrossTokenizers(**row._mapping) for row in rows]
+
+
+# --- probes ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenVerdictRow:
+    token_id: int
+    piece: str
+    category: str
+    selected_by: str
+    verdict: str
+    max_target_prob: float | None
+    n_probes: int
+    n_passed: int
+    failure_category: str | None
+
+
+@dataclass(frozen=True)
+class ProbeTranscript:
+    template: str
+    version: int
+    kind: str
+    output: str
+    target_prob: float
+    target_rank: int
+    position_probs: list[float]
+    passed: bool
+    failure_category: str | None
+
+
+@dataclass(frozen=True)
+class PrecisionRow:
+    indicator: str
+    n_selected: int
+    n_tested: int
+    n_verified: int
+    n_weakly_verified: int
+    precision: float | None
+    precision_weak: float | None
+
+
+def _probes_run(session: Session, model_name: str) -> tuple[Model, int]:
+    model = find_model(session, model_name)
+    run_id = latest_run_id(session, model.id, "probes")
+    if run_id is None:
+        raise CatalogError(f"model {model.name!r} has not been probed yet: run `glitchdex probe {model.spec}`")
+    return model, run_id
+
+
+def token_verdicts(session: Session, model_name: str, verdict: str | None = None, limit: int | None = None) -> list[TokenVerdictRow]:
+    """Verdicts of the model's latest probes run, lowest target probability first."""
+    model, run_id = _probes_run(session, model_name)
+    query = (
+        select(
+            TokenVerdict.token_id,
+            Token.piece,
+            Token.category,
+            TokenVerdict.selected_by,
+            TokenVerdict.verdict,
+            TokenVerdict.max_target_prob,
+            TokenVerdict.n_probes,
+            TokenVerdict.n_passed,
+            TokenVerdict.failure_category,
+        )
+        .join(Token, (Token.tokenizer_id == TokenVerdict.tokenizer_id) & (Token.token_id == TokenVerdict.token_id))
+        .where(TokenVerdict.run_id == run_id)
+        .order_by(TokenVerdict.max_target_prob.asc().nulls_last(), TokenVerdict.token_id)
+        .limit(limit)
+    )
+    if verdict is not None:
+        query = query.where(TokenVerdict.verdict == verdict)
+    return [TokenVerdictRow(**row._mapping) for row in session.execute(query).all()]
+
+
+def probe_transcripts(session: Session, model_name: str, token_id: int) -> list[ProbeTranscript]:
+    """Every probe of one token in the model's latest probes run, in template order."""
+    _, run_id = _probes_run(session, model_name)
+    rows = session.execute(
+        select(
+            ProbeTemplate.name.label("template"),
+            ProbeTemplate.version,
+            ProbeTemplate.kind,
+            ProbeResult.output,
+            ProbeResult.target_prob,
+            ProbeResult.target_rank,
+            ProbeResult.position_probs,
+            ProbeResult.passed,
+            ProbeResult.failure_category,
+        )
+        .join(ProbeTemplate, ProbeTemplate.id == ProbeResult.template_id)
+        .where(ProbeResult.run_id == run_id, ProbeResult.token_id == token_id)
+        .order_by(ProbeTemplate.id)
+    ).all()
+    return [ProbeTranscript(**row._mapping) for row in rows]
+
+
+def indicator_precision(session: Session, model_name: str) -> list[PrecisionRow]:
+    """Share of each indicator's top-N candidates (and of the control sample) that the latest probes run verified."""
+    _, run_id = _probes_run(session, model_name)
+    rows = session.execute(
+        select(
+            IndicatorPrecision.indicator,
+            IndicatorPrecision.n_selected,
+            IndicatorPrecision.n_tested,
+            IndicatorPrecision.n_verified,
+            IndicatorPrecision.n_weakly_verified,
+            IndicatorPrecision.precision,
+            IndicatorPrecision.precision_weak,
+        )
+        .where(IndicatorPrecision.run_id == run_id)
+        .order_by(IndicatorPrecision.indicator)
+    ).all()
+    return [PrecisionRow(**row._mapping) for row in rows]

@@ -225,3 +225,117 @@ class Neighbor(Base):
     tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
     neighbor_token_id: Mapped[int] = mapped_column(comment="The neighbouring token's id.")
     cosine: Mapped[float] = mapped_column(Float, comment="Cosine similarity of the two input embeddings.")
+
+
+# --- behavioural probes (stage "probes") ---------------------------------------------
+
+
+class ProbeTemplate(Base):
+    __tablename__ = "probe_template"
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        {"comment": "A versioned probe prompt; the probed token is inserted by id where the text says «TOKEN»."},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Surrogate key.")
+    name: Mapped[str] = mapped_column(String(60), comment="Template name, e.g. 'echo_fewshot'.")
+    version: Mapped[int] = mapped_column(comment="Bumped whenever text, prefix or generation length change; old versions stay for old runs.")
+    kind: Mapped[str] = mapped_column(
+        String(20), comment="repeat, meaning, continue (the token itself should come back) or spell (its letters should)."
+    )
+    chat: Mapped[bool] = mapped_column(
+        Boolean, comment="Rendered as a user turn with the model's chat template (plain 'Question:/Answer:' text without one)."
+    )
+    text: Mapped[str] = mapped_column(Text, comment="Prompt (user message when chat) with one or more «TOKEN» placeholders.")
+    response_prefix: Mapped[str] = mapped_column(Text, comment="Text the answer is primed with, appended after the rendered prompt.")
+    max_new_tokens: Mapped[int] = mapped_column(comment="Greedy tokens generated in candidate mode (sweeps generate only the scored positions).")
+    description: Mapped[str] = mapped_column(Text, comment="What the probe tests.")
+
+
+class ProbeResult(Base):
+    __tablename__ = "probe_result"
+    __table_args__ = (
+        ForeignKeyConstraint(["tokenizer_id", "token_id"], ["token.tokenizer_id", "token.token_id"]),
+        {"comment": "One probe of one token of a model, per probes run: greedy output and the target token's probability."},
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The probes run.")
+    token_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="Probed token (inserted by id).")
+    template_id: Mapped[int] = mapped_column(ForeignKey("probe_template.id"), primary_key=True, comment="Probe template (name + version).")
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model (denormalised for joins).")
+    tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
+    output: Mapped[str] = mapped_column(Text, comment="Greedy output, decoded, special tokens kept, cut after the end-of-turn token.")
+    output_ids: Mapped[str] = mapped_column(Text, comment="Space-separated ids of the greedy output.")
+    target_prob: Mapped[float] = mapped_column(Float, comment="Highest probability of the target token over the scored positions.")
+    target_rank: Mapped[int] = mapped_column(comment="Best rank of the target token over the scored positions (1 = greedy choice).")
+    position_probs: Mapped[list[float]] = mapped_column(
+        JSON, comment="Target probability at each of the first generated positions (teacher-forced on the greedy output)."
+    )
+    position_ranks: Mapped[list[int]] = mapped_column(JSON, comment="Target rank at each of those positions.")
+    passed: Mapped[bool] = mapped_column(
+        Boolean, comment="repeat/meaning/continue: the target was generated within the scored positions; spell: the output spells the token."
+    )
+    failure_category: Mapped[str | None] = mapped_column(
+        String(20),
+        comment="For failed probes, from the output: empty, evasion, question_repeat, spelling_out, random_chars, substitution or hallucination.",
+    )
+
+
+class TokenVerdict(Base):
+    __tablename__ = "token_verdict"
+    __table_args__ = (
+        ForeignKeyConstraint(["tokenizer_id", "token_id"], ["token.tokenizer_id", "token.token_id"]),
+        Index("ix_token_verdict_run_verdict", "run_id", "verdict"),
+        {"comment": "Verdict on each selected token of a model, per probes run; thresholds are in the run's params."},
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The probes run.")
+    token_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="Token id.")
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model (denormalised for joins).")
+    tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
+    selected_by: Mapped[str] = mapped_column(
+        String(120), comment="Why it was probed: comma-separated indicators whose top N it is in, 'control' or 'sweep'."
+    )
+    verdict: Mapped[str] = mapped_column(
+        String(20),
+        comment="verified (target probability below params.thresholds.verified_below in every target probe), weakly_verified (below weak_below), rejected, or untested (special tokens).",
+    )
+    max_target_prob: Mapped[float | None] = mapped_column(Float, comment="Highest target probability over its target probes; NULL if untested.")
+    n_probes: Mapped[int] = mapped_column(comment="Probes run on the token.")
+    n_passed: Mapped[int] = mapped_column(comment="Probes it passed.")
+    failure_category: Mapped[str | None] = mapped_column(
+        String(20), comment="Most frequent failure category of its failed probes (ties: the order listed in probe_result); NULL if none failed."
+    )
+
+
+class IndicatorPrecision(Base):
+    __tablename__ = "indicator_precision"
+    __table_args__ = {"comment": "How many of each indicator's top-N candidates (and of the random control sample) the probes verified, per probes run."}
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The probes run.")
+    indicator: Mapped[str] = mapped_column(
+        String(30), primary_key=True, comment="anomaly_score, unused_cos, centroid_dist, embed_norm, or control (random normal tokens)."
+    )
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model.")
+    n_selected: Mapped[int] = mapped_column(comment="Tokens in its top N (or in the control sample).")
+    n_tested: Mapped[int] = mapped_column(comment="Of those, tokens probed (special tokens are not).")
+    n_verified: Mapped[int] = mapped_column(comment="Of those, verdict verified.")
+    n_weakly_verified: Mapped[int] = mapped_column(comment="Of those, verdict weakly_verified.")
+    precision: Mapped[float | None] = mapped_column(Float, comment="n_verified / n_tested; NULL if nothing was tested.")
+    precision_weak: Mapped[float | None] = mapped_column(Float, comment="(n_verified + n_weakly_verified) / n_tested.")
+
+
+class ProbeDeterminism(Base):
+    __tablename__ = "probe_determinism"
+    __table_args__ = {"comment": "Re-runs of a sample of probes in other batch compositions: did the greedy output change?"}
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The probes run.")
+    token_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="Token id.")
+    template_id: Mapped[int] = mapped_column(ForeignKey("probe_template.id"), primary_key=True, comment="Probe template.")
+    trial: Mapped[str] = mapped_column(
+        String(20), primary_key=True, comment="'alone' (batch of one, no padding) or 'reshuffled' (the sample in reverse order as one batch)."
+    )
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model.")
+    batch_size: Mapped[int] = mapped_column(comment="Batch size of the re-run.")
+    output_ids: Mapped[str] = mapped_column(Text, comment="Space-separated ids of the re-run's greedy output.")
+    changed: Mapped[bool] = mapped_column(Boolean, comment="The greedy output differs from the one stored in probe_result.")

@@ -7,6 +7,7 @@ revision, ...) print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -14,12 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from catalog.database import URL_ENV, CatalogError, current_revision, database_url, downgrade, ensure_schema, head_revision, make_engine, session_factory, upgrade
-from catalog.queries import RANKINGS, list_models, same_string_everywhere, top_anomalous
+from catalog.queries import RANKINGS, indicator_precision, list_models, probe_transcripts, same_string_everywhere, token_verdicts, top_anomalous
+from catalog.schema import IngestRun
 from ingest.embedding_stats import StatsParams
 from ingest.pipeline import STAGES, ingest
 from ingest.distributed import ClusterOptions
 from ingest.registry import DEFAULT_REGISTRY
 from ingest.reingest import reingest_registry, watch
+from ingest.probes import MODES, TEMPLATES_BY_NAME
+from ingest.verdicts import VERDICTS, Thresholds
 
 DEFAULT_TOP = 20
 
@@ -86,6 +90,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-task", type=int, default=1, help="GPUs per Slurm task (one model per task)")
     p.add_argument("--timeout-min", type=int, default=120, help="time limit of one worker task in minutes")
     p.set_defaults(handler=cmd_reingest)
+
+    p = commands.add_parser("probe", help="probe tokens of an ingested model and judge which it cannot handle")
+    p.add_argument("spec", help="the model's spec, as given to `glitchdex ingest`")
+    p.add_argument("--mode", choices=MODES, default="candidates", help="candidates: top N per indicator + controls (CPU); sweep: every token (GPU)")
+    p.add_argument("--top", type=int, default=200, help="candidates per indicator")
+    p.add_argument("--controls", type=int, default=50, help="random normal tokens probed as a control sample")
+    p.add_argument("--templates", help=f"comma-separated subset of {','.join(TEMPLATES_BY_NAME)} (default: all; sweep: echo_fewshot,continue_list)")
+    p.add_argument("--batch-size", type=int, help="probes per forward batch (default 32; sweep 256)")
+    p.add_argument("--positions", type=int, default=3, help="generated positions at which the target's probability is read")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto", help="auto: bfloat16 on cuda, float32 otherwise")
+    p.add_argument("--seed", type=int, default=0, help="seed of the control and determinism samples")
+    p.add_argument("--determinism", type=int, default=4, help="tokens re-run in other batch compositions")
+    p.add_argument("--verified-below", type=float, default=Thresholds.verified_below, help="verified if the target probability stays below this")
+    p.add_argument("--weak-below", type=float, default=Thresholds.weak_below, help="weakly verified below this")
+    p.add_argument("--limit", type=int, help="sweep: only the first N token ids")
+    p.add_argument("--force", action="store_true", help="probe again even if a run with these parameters succeeded")
+    p.set_defaults(handler=cmd_probe)
+
+    p = commands.add_parser("verdicts", help="probe verdicts of a model, or the transcripts of one token")
+    p.add_argument("model", help="model id, name, spec or unique name fragment")
+    p.add_argument("--verdict", choices=VERDICTS, help="only this verdict")
+    p.add_argument("--token", type=int, help="show every probe transcript of this token id")
+    p.add_argument("-n", "--limit", type=int, default=DEFAULT_TOP)
+    p.set_defaults(handler=cmd_verdicts)
 
     p = commands.add_parser("db", help="schema migrations")
     p.add_argument("action", choices=["upgrade", "downgrade", "current"])
@@ -179,6 +208,78 @@ def cmd_reingest(args: argparse.Namespace) -> int:
     if args.watch:
         watch(cycle, args.watch)  # until interrupted
     return cycle()
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    import torch
+
+    from ingest.loading import load
+    from ingest.probe_stage import ProbeParams, probe, require_embedding_stats
+
+    engine = make_engine(args.db)
+    ensure_schema(engine)
+    with session_factory(engine)() as session:
+        require_embedding_stats(session, args.spec)  # fail before spending a minute loading weights
+    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.device.startswith("cuda") else "float32")
+    base = ProbeParams.sweep() if args.mode == "sweep" else ProbeParams()
+    params = dataclasses.replace(
+        base,
+        templates=tuple(t.strip() for t in args.templates.split(",")) if args.templates else base.templates,
+        top=args.top,
+        controls=args.controls,
+        seed=args.seed,
+        positions=args.positions,
+        batch_size=args.batch_size or base.batch_size,
+        dtype=dtype,
+        determinism_sample=args.determinism,
+        sweep_limit=args.limit,
+        thresholds=Thresholds(verified_below=args.verified_below, weak_below=args.weak_below),
+    )
+    print(f"loading {args.spec} ({dtype} on {args.device})", file=sys.stderr)
+    loaded = load(args.spec, dtype=getattr(torch, dtype), device=args.device)
+    result = probe(loaded, engine, params, device=args.device, force=args.force, show_progress=True)
+    detail = f" ({result.detail})" if result.detail else ""
+    print(f"  probes: {result.status}, {result.n_rows} rows, {result.seconds:.1f}s{detail}", file=sys.stderr)
+    with session_factory(engine)() as session:
+        run = session.get(IngestRun, result.run_id)
+        print(f"  {run.params['n_probed']} tokens probed in {run.seconds:.1f}s: {run.params['n_probed'] / run.seconds:.2f} tokens/s", file=sys.stderr)
+    _print_verdict_summary(engine, str(loaded.name))
+    return 0
+
+
+def _print_verdict_summary(engine, model: str) -> None:
+    with session_factory(engine)() as session:
+        rows = indicator_precision(session, model)
+    print(f"{'indicator':<14} {'selected':>8} {'tested':>6} {'verified':>8} {'weak':>5} {'precision':>9}")
+    for row in rows:
+        shown = "-" if row.precision is None else f"{row.precision:.2f}"
+        print(f"{row.indicator:<14} {row.n_selected:>8} {row.n_tested:>6} {row.n_verified:>8} {row.n_weakly_verified:>5} {shown:>9}")
+
+
+def cmd_verdicts(args: argparse.Namespace) -> int:
+    engine = make_engine(args.db)
+    ensure_schema(engine)
+    with session_factory(engine)() as session:
+        if args.token is not None:
+            transcripts = probe_transcripts(session, args.model, args.token)
+            if not transcripts:
+                print(f"token {args.token} was not probed in the latest probes run")
+            for t in transcripts:
+                verdict = "pass" if t.passed else f"FAIL ({t.failure_category})"
+                print(f"{t.template}@{t.version:<3} p={t.target_prob:.4f} rank={t.target_rank:<6} {verdict:<24} {t.output!r}")
+            return 0
+        rows = token_verdicts(session, args.model, verdict=args.verdict, limit=args.limit)
+    if not rows:
+        print("no verdicts")
+        return 0
+    print(f"{'id':>7}  {'verdict':<15} {'max_p':>7} {'passed':>6}  {'failure':<14} {'selected_by':<28} piece")
+    for row in rows:
+        max_p = "-" if row.max_target_prob is None else f"{row.max_target_prob:.4f}"
+        print(
+            f"{row.token_id:>7}  {row.verdict:<15} {max_p:>7} {row.n_passed:>2}/{row.n_probes:<3}  "
+            f"{(row.failure_category or '-'):<14} {row.selected_by[:28]:<28} {row.piece!r}"
+        )
+    return 0
 
 
 def cmd_db(args: argparse.Namespace) -> int:
