@@ -77,6 +77,15 @@ def open_sqlite_readonly(path: str) -> sqlite3.Connection:
     return connection
 
 
+def _sqlite_failure(exc: Exception, *, timed_out: bool, timeout_s: float) -> str:
+    message = str(exc)
+    if timed_out and "interrupt" in message:
+        return f"query stopped: it ran longer than the {timeout_s:g} s limit"
+    if "not authorized" in message or "authorization denied" in message:
+        return "query refused: the SQL page is read-only (no ATTACH, settings or extensions)"
+    return f"query failed: {message}"
+
+
 def _run_sqlite(sql: str, url: str, timeout_s: float, max_rows: int) -> SqlResult:
     try:
         connection = open_sqlite_readonly(_sqlite_path(url))
@@ -89,12 +98,8 @@ def _run_sqlite(sql: str, url: str, timeout_s: float, max_rows: int) -> SqlResul
         cursor = connection.execute(sql)
         rows = cursor.fetchmany(max_rows + 1)
         columns = [d[0] for d in cursor.description or ()]
-    except sqlite3.OperationalError as exc:
-        if time.perf_counter() > deadline and "interrupt" in str(exc):
-            raise CatalogError(f"query stopped: it ran longer than the {timeout_s:g} s limit") from None
-        raise CatalogError(f"query failed: {exc}") from None
     except (sqlite3.Error, sqlite3.Warning) as exc:
-        raise CatalogError(f"query failed: {exc}") from None
+        raise CatalogError(_sqlite_failure(exc, timed_out=time.perf_counter() > deadline, timeout_s=timeout_s)) from None
     finally:
         connection.close()
     return SqlResult(columns, rows[:max_rows], len(rows) > max_rows, time.perf_counter() - start)

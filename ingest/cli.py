@@ -7,17 +7,22 @@ revision, ...) print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+import dashboard
 from catalog.database import URL_ENV, CatalogError, current_revision, database_url, downgrade, ensure_schema, head_revision, make_engine, session_factory, upgrade
 from catalog.queries import RANKINGS, list_models, same_string_everywhere, top_anomalous
 from ingest.embedding_stats import StatsParams
 from ingest.pipeline import STAGES, ingest
 
 DEFAULT_TOP = 20
+DASHBOARD_PORT = 8501
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("token", help="where a string is a token, in every catalogued tokenizer")
     p.add_argument("text")
     p.set_defaults(handler=cmd_token)
+
+    p = commands.add_parser("dashboard", help="browse the catalog in the web dashboard (Streamlit)")
+    p.add_argument("--port", type=int, default=DASHBOARD_PORT)
+    p.add_argument("--address", default="localhost", help="interface to listen on (0.0.0.0: every interface)")
+    p.add_argument("--headless", action="store_true", help="do not open a browser window")
+    p.set_defaults(handler=cmd_dashboard)
 
     p = commands.add_parser("db", help="schema migrations")
     p.add_argument("action", choices=["upgrade", "downgrade", "current"])
@@ -143,6 +154,21 @@ def cmd_token(args: argparse.Namespace) -> int:
     for hit in hits:
         print(f"{hit.tokenizer:<36} {hit.token_id:>7}  {hit.category:<12} {hit.piece!r}")
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("streamlit") is None:
+        raise CatalogError("the dashboard needs Streamlit: pip install 'glitchdex[dashboard]'")
+    url = database_url(args.db)
+    ensure_schema(make_engine(url))
+    app = Path(dashboard.__file__).parent / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)]
+    command += ["--server.address", args.address, "--server.headless", str(args.headless).lower()]
+    command += ["--browser.gatherUsageStats", "false"]
+    try:
+        return subprocess.call(command, env={**os.environ, URL_ENV: url})
+    except KeyboardInterrupt:  # Streamlit got the same Ctrl-C and stops by itself.
+        return 0
 
 
 def cmd_db(args: argparse.Namespace) -> int:
