@@ -164,7 +164,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     app = Path(dashboard.__file__).parent / "app.py"
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)]
     command += ["--server.address", args.address, "--server.headless", str(args.headless).lower()]
-    command += ["--browser.gatherUsageStats", "false"]
+    command += ["--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
     try:
         return subprocess.call(command, env={**os.environ, URL_ENV: url})
     except KeyboardInterrupt:  # Streamlit got the same Ctrl-C and stops by itself.
