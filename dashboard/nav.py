@@ -1,6 +1,7 @@
 """Pages of the app, links between them and the widgets several pages share.
 
-Page paths are relative to ``dashboard/app.py``; the model page reads the query
+Page files sit next to ``dashboard/app.py`` (not in a ``pages/`` folder, which
+Streamlit would also serve as pages of its own); the model page reads the query
 parameter ``model`` (a model id), the token page ``tokenizer`` and ``token`` (ids).
 """
 
@@ -9,12 +10,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-OVERVIEW = "pages/overview.py"
-MODEL = "pages/model.py"
-TOKEN = "pages/token.py"
-COMPARE = "pages/compare.py"
-NOKENS = "pages/nokens.py"
-SQL = "pages/sql.py"
+OVERVIEW = "page_overview.py"
+MODEL = "page_model.py"
+TOKEN = "page_token.py"
+COMPARE = "page_compare.py"
+NOKENS = "page_nokens.py"
+SQL = "page_sql.py"
 
 
 def pages() -> list[st.Page]:

@@ -10,10 +10,10 @@ import argparse
 import importlib.util
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import dashboard
 from catalog.database import URL_ENV, CatalogError, current_revision, database_url, downgrade, ensure_schema, head_revision, make_engine, session_factory, upgrade
@@ -156,19 +156,19 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dashboard(args: argparse.Namespace) -> int:
+def cmd_dashboard(args: argparse.Namespace) -> NoReturn:
     if importlib.util.find_spec("streamlit") is None:
         raise CatalogError("the dashboard needs Streamlit: pip install 'glitchdex[dashboard]'")
     url = database_url(args.db)
-    ensure_schema(make_engine(url))
+    engine = make_engine(url)
+    ensure_schema(engine)
+    engine.dispose()
     app = Path(dashboard.__file__).parent / "app.py"
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)]
     command += ["--server.address", args.address, "--server.headless", str(args.headless).lower()]
     command += ["--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
-    try:
-        return subprocess.call(command, env={**os.environ, URL_ENV: url})
-    except KeyboardInterrupt:  # Streamlit got the same Ctrl-C and stops by itself.
-        return 0
+    # Become the Streamlit server, so that signals (Ctrl-C, a service manager's SIGTERM) reach it directly.
+    os.execve(sys.executable, command, {**os.environ, URL_ENV: url})
 
 
 def cmd_db(args: argparse.Namespace) -> int:

@@ -71,7 +71,7 @@ def test_cached_results_refresh_after_an_ingest_run(catalog_copy, monkeypatch, o
 
 
 def model_page(open_page, url: str):
-    return open_page(url, "pages/model.py", model="1")
+    return open_page(url, "page_model.py", model="1")
 
 
 def test_model_page_ranks_the_known_under_trained_tokens_first(smollm2_catalog, open_page):
@@ -108,7 +108,7 @@ def test_model_page_filters_sorts_and_pages_in_sql(smollm2_catalog, open_page):
 
 
 def test_token_page_shows_facts_indicators_neighbours_and_the_same_string(smollm2_catalog, open_page):
-    app = open_page(url_of(smollm2_catalog), "pages/token.py", tokenizer=SMOLLM2_TOKENIZER, token=str(FIRSTSUM))
+    app = open_page(url_of(smollm2_catalog), "page_token.py", tokenizer=SMOLLM2_TOKENIZER, token=str(FIRSTSUM))
     assert "'Ġfirstsum'" in app.header[0].value
     facts, stats, neighbors, same = (d.value for d in app.dataframe)
     assert dict(zip(facts["fact"], facts["value"]))["category"] == "'normal'"
@@ -119,7 +119,7 @@ def test_token_page_shows_facts_indicators_neighbours_and_the_same_string(smollm
 
 
 def test_token_search_opens_the_token(smollm2_catalog, open_page):
-    app = open_page(url_of(smollm2_catalog), "pages/token.py")
+    app = open_page(url_of(smollm2_catalog), "page_token.py")
     app.text_input[0].input("pvproperty").run()
     button = next(b for b in app.button if "Ġpvproperty" in b.label)
     button.click().run()
@@ -127,7 +127,7 @@ def test_token_search_opens_the_token(smollm2_catalog, open_page):
 
 
 def test_token_page_reports_an_unknown_token(smollm2_catalog, open_page):
-    app = open_page(url_of(smollm2_catalog), "pages/token.py", tokenizer=SMOLLM2_TOKENIZER, token="999999")
+    app = open_page(url_of(smollm2_catalog), "page_token.py", tokenizer=SMOLLM2_TOKENIZER, token="999999")
     assert "No token 999999" in app.error[0].value
 
 
@@ -135,7 +135,7 @@ def test_token_page_reports_an_unknown_token(smollm2_catalog, open_page):
 
 
 def test_compare_page_shows_shared_strings_anomalies_and_agreement(two_model_url, open_page):
-    app = open_page(two_model_url, "pages/compare.py")
+    app = open_page(two_model_url, "page_compare.py")
     shared, where, crosstab, disagreements = (d.value for d in app.dataframe)
     assert shared["shared_strings"].iloc[0] > 10_000
     assert where.loc["firstsum", "SmolLM2-135M-Instruct.Q4_1"] == 1
@@ -146,7 +146,7 @@ def test_compare_page_shows_shared_strings_anomalies_and_agreement(two_model_url
 
 
 def test_compare_page_with_one_model_explains_what_is_missing(smollm2_catalog, open_page):
-    app = open_page(url_of(smollm2_catalog), "pages/compare.py")
+    app = open_page(url_of(smollm2_catalog), "page_compare.py")
     assert any("Needs two models" in c for c in texts(app.caption))
 
 
@@ -154,7 +154,7 @@ def test_compare_page_with_one_model_explains_what_is_missing(smollm2_catalog, o
 
 
 def test_nokens_page_says_none_are_catalogued(smollm2_catalog, open_page):
-    app = open_page(url_of(smollm2_catalog), "pages/nokens.py")
+    app = open_page(url_of(smollm2_catalog), "page_nokens.py")
     assert "No noken experiments" in app.info[0].value
 
 
@@ -162,7 +162,7 @@ def test_nokens_page_says_none_are_catalogued(smollm2_catalog, open_page):
 
 
 def sql_page(open_page, url: str):
-    return open_page(url, "pages/sql.py")
+    return open_page(url, "page_sql.py")
 
 
 def test_sql_page_runs_a_saved_question_with_downloads(smollm2_catalog, open_page):
@@ -218,12 +218,12 @@ def test_later_stage_tables_appear_once_they_exist(catalog_copy, open_page):
     verdicts = overview.dataframe[3].value
     assert verdicts.loc["SmolLM2-135M-Instruct.Q4_1", "verified"] == 2
 
-    model = open_page(catalog_copy, "pages/model.py", model="1")
+    model = open_page(catalog_copy, "page_model.py", model="1")
     table = model.dataframe[0].value
     assert table["verdict"].iloc[0] == "verified"
 
-    token = open_page(catalog_copy, "pages/token.py", tokenizer=SMOLLM2_TOKENIZER, token=str(FIRSTSUM))
+    token = open_page(catalog_copy, "page_token.py", tokenizer=SMOLLM2_TOKENIZER, token=str(FIRSTSUM))
     assert "**`verdict`**" in texts(token.markdown)
 
-    nokens = open_page(catalog_copy, "pages/nokens.py")
+    nokens = open_page(catalog_copy, "page_nokens.py")
     assert nokens.dataframe[0].value["note"].tolist() == ["a noken"]

@@ -55,16 +55,24 @@ def token_table(flt: TokenFilter) -> None:
 
 def indicator_plots() -> None:
     sample = data.scatter_sample(model_id)
-    colour = "verdict" if "verdict" in sample else "category"
+    top = f"top {data.SCATTER_TOP} anomalous"
+    if "verdict" not in sample:
+        # Categories alone hide the anomalous tokens among the normal ones: give them their own colour.
+        sample = sample.assign(group=sample["category"].where(sample["anomaly_rank"] > data.SCATTER_TOP, top))
+    colour = "verdict" if "verdict" in sample else "group"
     tooltip = ["token_id", "piece", "category", "anomaly_rank", "embed_norm", "centroid_dist", "unused_cos"]
     st.caption(f"{len(sample):,} tokens: the {data.SCATTER_TOP} most anomalous plus an even sample of the vocabulary.")
+    points = alt.Chart(sample).mark_circle(size=18, opacity=0.6).encode(
+        color=colour, tooltip=tooltip, order=alt.Order("anomaly_rank", sort="descending")
+    )
     left, right = st.columns(2)
-    points = alt.Chart(sample).mark_circle(size=18, opacity=0.6)
     left.altair_chart(
-        points.encode(x="embed_norm", y="centroid_dist", color=colour, tooltip=tooltip).properties(title="Norm vs distance to centroid").interactive(),
+        points.encode(x="embed_norm", y="centroid_dist").properties(title="Norm vs distance to centroid").interactive(),
+        width="stretch",
     )
     right.altair_chart(
-        points.encode(x="unused_cos", y="embed_norm", color=colour, tooltip=tooltip).properties(title="Unused-token cosine vs norm").interactive(),
+        points.encode(x="unused_cos", y="embed_norm").properties(title="Unused-token cosine vs norm").interactive(),
+        width="stretch",
     )
     clusters = data.clusters(model_id)
     st.subheader("Clusters of the input embeddings")
@@ -83,6 +91,7 @@ def indicator_plots() -> None:
             tooltip=list(clusters.columns),
         )
         .interactive(),
+        width="stretch",
     )
     st.dataframe(clusters, hide_index=True)
 
