@@ -35,19 +35,22 @@ def timed(function: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 
 def n_rows(result: Any) -> str:
-    if isinstance(result, tuple):
-        return f"{len(result[0])} of {result[1]}"
-    return "-" if result is None else str(len(result))
+    return str(result) if isinstance(result, int) else str(len(result))
 
 
 def page_queries(model_id: int, vocab_size: int, top_text: str) -> dict[str, Callable]:
     """Uncached page queries for one model (``__wrapped__`` is the function behind the cache)."""
     deep_page = max(0, vocab_size // PAGE - 2)
     return {
-        "model: token table, first page by rank": lambda s: data.token_table_page.__wrapped__(s, model_id, TokenFilter(include_special=False), "anomaly_rank", False, 0, PAGE),
-        "model: token table, last pages": lambda s: data.token_table_page.__wrapped__(s, model_id, TokenFilter(), "anomaly_rank", False, deep_page, PAGE),
-        "model: text filter 'ing', by norm desc": lambda s: data.token_table_page.__wrapped__(s, model_id, TokenFilter(text="ing"), "embed_norm", True, 0, PAGE),
-        "model: category+rank filter": lambda s: data.token_table_page.__wrapped__(s, model_id, TokenFilter(categories=("normal",), rank_max=1000), "unused_cos", True, 0, PAGE),
+        "model: count, specials hidden": lambda s: data.token_count.__wrapped__(s, model_id, TokenFilter(include_special=False)),
+        "model: page 1 by rank": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(include_special=False), "anomaly_rank", False, 0, PAGE),
+        "model: last page by rank": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(), "anomaly_rank", False, deep_page, PAGE),
+        "model: page 1 by embed_norm desc": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(include_special=False), "embed_norm", True, 0, PAGE),
+        "model: page 1 by piece": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(), "piece", False, 0, PAGE),
+        "model: count, text 'ing'": lambda s: data.token_count.__wrapped__(s, model_id, TokenFilter(text="ing")),
+        "model: page 1, text 'ing', by unused_cos": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(text="ing"), "unused_cos", True, 0, PAGE),
+        "model: count, normal + rank <= 1000": lambda s: data.token_count.__wrapped__(s, model_id, TokenFilter(categories=("normal",), rank_max=1000)),
+        "model: page 1, normal + rank <= 1000, by n_bytes": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(categories=("normal",), rank_max=1000), "n_bytes", True, 0, PAGE),
         "model: scatter sample": lambda s: data.scatter_sample.__wrapped__(s, model_id),
         "model: clusters": lambda s: data.clusters.__wrapped__(s, model_id),
         "token: same string everywhere": lambda s: data.same_string_status.__wrapped__(s, top_text),
@@ -81,7 +84,7 @@ def main() -> None:
             ms, result = timed(lambda: query(session), args.repeat)
             print(f"{name:<44} {'(all)':<30} {ms:>9.1f}  {n_rows(result)}")
         for model in models:
-            top = data.token_table_page.__wrapped__(session, model.id, TokenFilter(include_special=False), "anomaly_rank", False, 0, 1)[0]
+            top = data.token_page.__wrapped__(session, model.id, TokenFilter(include_special=False), "anomaly_rank", False, 0, 1)
             top_id, top_text = int(top["token_id"].iloc[0]), str(top["text"].iloc[0])
             queries = page_queries(model.id, model.vocab_size, top_text)
             queries["token: facts+stats+neighbours"] = lambda s: [
@@ -95,8 +98,8 @@ def main() -> None:
         print(f"{'sql: ' + example.question[:39]:<44} {'(all)':<30} {ms:>9.1f}  {len(result.rows)}")
 
     flt = TokenFilter(include_special=False)
-    cold, _ = timed(lambda: data.token_table_page(models[-1].id, flt, "anomaly_rank", False, 1, PAGE), 1)
-    warm, _ = timed(lambda: data.token_table_page(models[-1].id, flt, "anomaly_rank", False, 1, PAGE), args.repeat)
+    cold, _ = timed(lambda: data.token_page(models[-1].id, flt, "embed_norm", False, 1, PAGE), 1)
+    warm, _ = timed(lambda: data.token_page(models[-1].id, flt, "embed_norm", False, 1, PAGE), args.repeat)
     version, _ = timed(data.catalog_version, args.repeat)
     print(f"{'token table page via the cache: cold/warm':<44} {models[-1].name[:30]:<30} {cold:>9.1f}  warm {warm:.1f} ms")
     print(f"{'catalog version check (every rerun)':<44} {'(all)':<30} {version:>9.1f}")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Select, Subquery, case, func, or_, select
+from sqlalchemy import ColumnElement, Select, Subquery, case, false, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from catalog.database import CatalogError
@@ -237,22 +238,27 @@ class TokenFilter:
     rank_max: int | None = None
     include_special: bool = True
 
-    def apply(self, query: Select) -> Select:
+    def token_conditions(self) -> list[ColumnElement[bool]]:
+        conditions = []
         if self.categories:
-            query = query.where(Token.category.in_(self.categories))
+            conditions.append(Token.category.in_(self.categories))
         if self.scripts:
-            query = query.where(Token.script.in_(self.scripts))
+            conditions.append(Token.script.in_(self.scripts))
         if self.text:
-            query = query.where(
-                or_(Token.text.contains(self.text, autoescape=True), Token.piece.contains(self.text, autoescape=True))
+            conditions.append(
+                or_(Token.text.icontains(self.text, autoescape=True), Token.piece.icontains(self.text, autoescape=True))
             )
-        if self.rank_min is not None:
-            query = query.where(EmbeddingStat.anomaly_rank >= self.rank_min)
-        if self.rank_max is not None:
-            query = query.where(EmbeddingStat.anomaly_rank <= self.rank_max)
         if not self.include_special:
-            query = query.where(Token.is_special.is_(False))
-        return query
+            conditions.append(Token.is_special.is_(False))
+        return conditions
+
+    def stat_conditions(self) -> list[ColumnElement[bool]]:
+        conditions = []
+        if self.rank_min is not None:
+            conditions.append(EmbeddingStat.anomaly_rank >= self.rank_min)
+        if self.rank_max is not None:
+            conditions.append(EmbeddingStat.anomaly_rank <= self.rank_max)
+        return conditions
 
 
 TOKEN_TABLE_COLUMNS = (
@@ -277,35 +283,79 @@ TOKEN_TABLE_COLUMNS = (
     EmbeddingStat.cluster_id,
     EmbeddingStat.cluster_stability,
 )
+TOKEN_TABLE_SORTS = {column.key: column for column in TOKEN_TABLE_COLUMNS}
 
 
-def token_table_query(tokenizer_id: int, stats_run_id: int | None, token_filter: TokenFilter = TokenFilter()) -> Select:
-    """Every token of a tokenizer with the indicators of one embedding_stats run (NULL without one)."""
-    query = (
-        select(*TOKEN_TABLE_COLUMNS)
-        .select_from(Token)
-        .outerjoin(
-            EmbeddingStat,
-            (EmbeddingStat.run_id == stats_run_id)
-            & (EmbeddingStat.tokenizer_id == Token.tokenizer_id)
-            & (EmbeddingStat.token_id == Token.token_id),
+@dataclass(frozen=True)
+class TokenTable:
+    """A model's token table: every token of its tokenizer with the indicators of one embedding_stats run.
+
+    Pages are found in two steps so that a 262k vocabulary stays fast in SQLite (which
+    joins only by nested loops): first the page's token ids from the one table that
+    holds the sort column, filtered there and by ``IN`` on the other table; then both
+    tables' columns for those ids only.
+    """
+
+    tokenizer_id: int
+    stats_run_id: int | None
+    token_filter: TokenFilter = TokenFilter()
+
+    def count_query(self) -> Select:
+        if self.stats_run_id is None:
+            return select(func.count()).select_from(self._without_stats().subquery())
+        # Every token of the tokenizer has a row in its models' embedding_stats runs.
+        if not self.token_filter.stat_conditions():
+            return select(func.count()).select_from(self._token_ids().subquery())
+        return select(func.count()).select_from(self._stat_ids().subquery())
+
+    def page_query(self, sort: str, descending: bool, page: int, page_size: int) -> Select:
+        """One page ordered by the output column ``sort``; the token id breaks ties."""
+        if sort not in TOKEN_TABLE_SORTS:
+            raise CatalogError(f"cannot sort by {sort!r}; choose one of {', '.join(TOKEN_TABLE_SORTS)}")
+        column = TOKEN_TABLE_SORTS[sort]
+        if self.stats_run_id is None:
+            return _ordered_page(self._without_stats(), column, Token.token_id, descending, page, page_size)
+        ids = self._stat_ids() if column.table is EmbeddingStat.__table__ else self._token_ids(with_stat_conditions=True)
+        if column is not Token.token_id:
+            ids = ids.add_columns(column)
+        id_column = ids.selected_columns[0]
+        keys = _ordered_page(ids, column, id_column, descending, page, page_size).subquery()
+        return (
+            select(*TOKEN_TABLE_COLUMNS)
+            .select_from(keys)
+            .join(Token, (Token.tokenizer_id == self.tokenizer_id) & (Token.token_id == keys.c[id_column.key]))
+            .join(EmbeddingStat, (EmbeddingStat.run_id == self.stats_run_id) & (EmbeddingStat.token_id == keys.c[id_column.key]))
+            .order_by(_direction(keys.c[sort], descending), keys.c[id_column.key])
         )
-        .where(Token.tokenizer_id == tokenizer_id)
-    )
-    return token_filter.apply(query)
+
+    def _token_ids(self, with_stat_conditions: bool = False) -> Select:
+        ids = select(Token.token_id).where(Token.tokenizer_id == self.tokenizer_id, *self.token_filter.token_conditions())
+        if with_stat_conditions and self.token_filter.stat_conditions():
+            ids = ids.where(Token.token_id.in_(self._stat_ids(with_token_conditions=False)))
+        return ids
+
+    def _stat_ids(self, with_token_conditions: bool = True) -> Select:
+        ids = select(EmbeddingStat.token_id).where(EmbeddingStat.run_id == self.stats_run_id, *self.token_filter.stat_conditions())
+        # Always restricted to the tokenizer's ids: embedding matrices may have padding rows beyond the vocabulary.
+        return ids.where(EmbeddingStat.token_id.in_(self._token_ids())) if with_token_conditions else ids
+
+    def _without_stats(self) -> Select:
+        """Tokenizer-only models: token facts, indicator columns NULL."""
+        filters = self.token_filter
+        return (
+            select(*TOKEN_TABLE_COLUMNS)
+            .select_from(Token)
+            .outerjoin(EmbeddingStat, false())
+            .where(Token.tokenizer_id == self.tokenizer_id, *filters.token_conditions(), *filters.stat_conditions())
+        )
 
 
-def page_query(query: Select, sort: str, descending: bool, page: int, page_size: int) -> Select:
-    """One page of ``query`` ordered by its output column ``sort`` (NULLs last, token id breaks ties)."""
-    if sort not in query.selected_columns:
-        raise CatalogError(f"cannot sort by {sort!r}; choose one of {', '.join(query.selected_columns.keys())}")
-    column = query.selected_columns[sort]
-    order = column.desc() if descending else column.asc()
-    return query.order_by(order.nulls_last(), Token.token_id).limit(page_size).offset(page * page_size)
+def _direction(column: ColumnElement[Any], descending: bool) -> ColumnElement[Any]:
+    return column.desc() if descending else column.asc()
 
 
-def count_query(query: Select) -> Select:
-    return select(func.count()).select_from(query.order_by(None).subquery())
+def _ordered_page(query: Select, column: ColumnElement[Any], tie_breaker: ColumnElement[Any], descending: bool, page: int, page_size: int) -> Select:
+    return query.order_by(_direction(column, descending), tie_breaker).limit(page_size).offset(page * page_size)
 
 
 def scatter_sample_query(stats_run_id: int, n_top: int, stride: int) -> Select:
@@ -439,13 +489,13 @@ def same_string_status_query(text: str) -> Select | None:
 
 
 def search_tokens_query(text: str, limit: int) -> Select:
-    """Tokens of any tokenizer whose text or piece contains ``text``; exact (normalised) matches first."""
+    """Tokens of any tokenizer whose text or piece contains ``text`` (any case); exact (normalised) matches first."""
     key = norm_key(text)
     exact = Token.norm_key == key if key is not None else Token.norm_key.is_(None) & Token.text.is_(None)
     return (
         select(Tokenizer.name.label("tokenizer"), Token.tokenizer_id, Token.token_id, Token.piece, Token.text, Token.category)
         .join(Tokenizer, Tokenizer.id == Token.tokenizer_id)
-        .where(or_(exact, Token.text.contains(text, autoescape=True), Token.piece.contains(text, autoescape=True)))
+        .where(or_(exact, Token.text.icontains(text, autoescape=True), Token.piece.icontains(text, autoescape=True)))
         .order_by(case((exact, 0), else_=1), Token.n_chars, Tokenizer.name, Token.token_id)
         .limit(limit)
     )

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from catalog import queries
 from catalog.database import database_url, make_engine, session_factory
-from catalog.queries import TokenFilter
+from catalog.queries import TokenFilter, TokenTable
 from catalog.schema import Model
 from dashboard import later_tables
 
@@ -112,14 +112,18 @@ def verdict_counts(session: Session) -> pd.DataFrame | None:
 
 
 @versioned
-def token_table_page(
+def token_count(session: Session, model_id: int, token_filter: TokenFilter) -> int:
+    """Tokens of the model matching the filter (cached apart from pages: paging does not recount)."""
+    return session.scalar(_token_table(session, model_id, token_filter).count_query())
+
+
+@versioned
+def token_page(
     session: Session, model_id: int, token_filter: TokenFilter, sort: str, descending: bool, page: int, page_size: int
-) -> tuple[pd.DataFrame, int]:
-    """One page of the model's token table and the number of tokens matching the filter."""
-    tokenizer_id, run_id = _model_keys(session, model_id)
-    query = later_tables.with_verdict(session, queries.token_table_query(tokenizer_id, run_id, token_filter), model_id)
-    total = session.scalar(queries.count_query(query))
-    return frame(session, queries.page_query(query, sort, descending, page, page_size)), total
+) -> pd.DataFrame:
+    """One page of the model's token table."""
+    query = _token_table(session, model_id, token_filter).page_query(sort, descending, page, page_size)
+    return frame(session, later_tables.with_verdict(session, query, model_id))
 
 
 @versioned
@@ -146,6 +150,10 @@ def clusters(session: Session, model_id: int) -> pd.DataFrame:
     if run_id is None:
         return pd.DataFrame()
     return frame(session, queries.clusters_query(run_id, SCATTER_TOP))
+
+
+def _token_table(session: Session, model_id: int, token_filter: TokenFilter) -> TokenTable:
+    return TokenTable(*_model_keys(session, model_id), token_filter)
 
 
 def _model_keys(session: Session, model_id: int) -> tuple[int, int | None]:

@@ -6,11 +6,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from catalog.queries import TOKEN_TABLE_COLUMNS, TokenFilter
+from catalog.queries import TOKEN_TABLE_SORTS, TokenFilter
 from dashboard import data, nav
 
 PAGE_SIZES = (50, 100, 500)
-SORTABLE = [c.key for c in TOKEN_TABLE_COLUMNS]
+SORTABLE = list(TOKEN_TABLE_SORTS)
 
 models = data.models()
 nav.require_models(models)
@@ -29,7 +29,7 @@ def token_filter() -> TokenFilter:
     left, middle, right = st.columns(3)
     categories = left.multiselect("Category", data.fact_values(model_id, "category"))
     scripts = middle.multiselect("Script", data.fact_values(model_id, "script"))
-    text = right.text_input("Text or piece contains")
+    text = right.text_input("Text or piece contains (any case)")
     rank_min, rank_max, special = None, None, True
     if has_stats:
         low, high, flag = st.columns(3)
@@ -45,7 +45,8 @@ def token_table(flt: TokenFilter) -> None:
     descending = order_col.toggle("Descending")
     page_size = size_col.selectbox("Rows per page", PAGE_SIZES)
     page_number = page_col.number_input("Page", min_value=1, value=1, step=1)
-    rows, total = data.token_table_page(model_id, flt, sort, descending, page_number - 1, page_size)
+    total = data.token_count(model_id, flt)
+    rows = data.token_page(model_id, flt, sort, descending, page_number - 1, page_size)
     st.caption(f"{total:,} tokens match · page {page_number} of {max(1, math.ceil(total / page_size))}")
     selection = st.dataframe(rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="tokens")
     for index in selection.selection.rows:
