@@ -18,10 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
 
 from catalog.database import CatalogError, database_url
 
@@ -108,20 +105,32 @@ def _run_sqlite(sql: str, url: str, timeout_s: float, max_rows: int) -> SqlResul
 # --- PostgreSQL -----------------------------------------------------------------------
 
 
+def _postgresql_conninfo(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.get_driver_name() != "psycopg":
+        raise CatalogError("the SQL page reaches PostgreSQL through psycopg 3: use a postgresql+psycopg:// URL")
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _run_postgresql(sql: str, url: str, timeout_s: float, max_rows: int) -> SqlResult:
-    engine = create_engine(url, poolclass=NullPool)
+    import psycopg
+
     start = time.perf_counter()
     try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-            conn.execute(text("SELECT set_config('statement_timeout', :ms, false)"), {"ms": str(int(timeout_s * 1000))})
-            conn.commit()
-            result = conn.exec_driver_sql(sql)
-            rows = [tuple(row) for row in result.fetchmany(max_rows + 1)] if result.returns_rows else []
-            columns = list(result.keys()) if result.returns_rows else []
+        with psycopg.connect(_postgresql_conninfo(url), autocommit=True) as conn:
+            conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(int(timeout_s * 1000)),))
+            conn.autocommit = False
+            with conn.cursor() as cursor:
+                # A query first: from then on the transaction cannot be switched to read-write.
+                cursor.execute("SELECT 1")
+                # Prepared, so exactly one statement (no "COMMIT; ..." to leave the read-only transaction).
+                cursor.execute(sql, prepare=True)
+                rows = cursor.fetchmany(max_rows + 1) if cursor.description else []
+                columns = [column.name for column in cursor.description or ()]
             conn.rollback()
-    except DBAPIError as exc:
-        raise CatalogError(f"query failed: {str(exc.orig).strip().splitlines()[0]}") from None
-    finally:
-        engine.dispose()
+    except psycopg.errors.QueryCanceled:
+        raise CatalogError(f"query stopped: it ran longer than the {timeout_s:g} s limit") from None
+    except psycopg.Error as exc:
+        raise CatalogError(f"query failed: {str(exc).strip().splitlines()[0]}") from None
     return SqlResult(columns, rows[:max_rows], len(rows) > max_rows, time.perf_counter() - start)

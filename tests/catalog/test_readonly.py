@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
-from catalog.database import CatalogError
+from catalog.database import CatalogError, upgrade
 from catalog.readonly import run_readonly_sql
 
 REFUSED = [
@@ -64,3 +65,33 @@ def test_errors_are_one_line(engine, db_url):
         run_readonly_sql("  ", db_url)
     with pytest.raises(CatalogError, match="cannot open"):
         run_readonly_sql("SELECT 1", db_url.replace("catalog.sqlite", "missing.sqlite"))
+
+
+# PostgreSQL: runs when GLITCHDEX_TEST_DATABASE_URL names a server (the schema is created if missing).
+POSTGRESQL_URL = os.environ.get("GLITCHDEX_TEST_DATABASE_URL", "")
+needs_postgresql = pytest.mark.skipif(
+    not POSTGRESQL_URL.startswith("postgresql"), reason="GLITCHDEX_TEST_DATABASE_URL does not name a PostgreSQL server"
+)
+POSTGRESQL_REFUSED = [
+    ("DELETE FROM model", "read-only transaction"),
+    ("CREATE TABLE scratch (x INTEGER)", "read-only transaction"),
+    ("SET TRANSACTION READ WRITE", "before any query"),
+    ("SELECT set_config('transaction_read_only', 'off', true)", "before any query"),
+    ("COMMIT; SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE; DELETE FROM model", "multiple commands"),
+]
+
+
+@needs_postgresql
+@pytest.mark.parametrize("sql, reason", POSTGRESQL_REFUSED)
+def test_postgresql_session_refuses_writes(sql, reason):
+    upgrade(POSTGRESQL_URL)
+    with pytest.raises(CatalogError, match=reason):
+        run_readonly_sql(sql, POSTGRESQL_URL)
+
+
+@needs_postgresql
+def test_postgresql_statement_timeout_stops_a_runaway_query():
+    upgrade(POSTGRESQL_URL)
+    with pytest.raises(CatalogError, match="longer than the 0.5 s limit"):
+        run_readonly_sql(RUNAWAY, POSTGRESQL_URL, timeout_s=0.5)
+    assert run_readonly_sql("SELECT '100%' AS share", POSTGRESQL_URL).rows == [("100%",)]
