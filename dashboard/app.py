@@ -5,7 +5,14 @@ Reads the catalog named by GLITCHDEX_DATABASE_URL (default sqlite:///glitchdex.s
 
 import streamlit as st
 
-from dashboard import nav
+from catalog.database import CatalogError
+from dashboard import data, nav
 
 st.set_page_config(page_title="glitchdex", page_icon=":material/bug_report:", layout="wide")
-st.navigation(nav.pages()).run()
+page = st.navigation(nav.pages())
+try:
+    data.check_schema()
+except CatalogError as exc:
+    st.error(str(exc))
+    st.stop()
+page.run()

@@ -1,7 +1,7 @@
 """Data access of the dashboard: one cached engine, cached query results, server-side paging.
 
-Every public function runs a query of ``catalog.queries`` and returns a pandas
-DataFrame. Results are cached with ``st.cache_data`` under the catalog's
+Every query function runs queries of ``catalog.queries`` and returns plain data
+(mostly pandas DataFrames). Results are cached with ``st.cache_data`` under the catalog's
 version (ingest runs started/finished, tables present), so they refresh by
 themselves after an ingest or a migration; pages never hold a whole
 vocabulary, only the page of rows they show.
@@ -10,8 +10,8 @@ vocabulary, only the page of rows they show.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -20,7 +20,7 @@ from sqlalchemy import Engine, Select, inspect
 from sqlalchemy.orm import Session
 
 from catalog import queries
-from catalog.database import database_url, make_engine, session_factory
+from catalog.database import CatalogError, current_revision, database_url, head_revision, make_engine, session_factory
 from catalog.queries import TokenFilter, TokenTable
 from catalog.schema import Model
 from dashboard import later_tables
@@ -40,6 +40,22 @@ def engine(url: str) -> Engine:
 
 def current_engine() -> Engine:
     return engine(database_url())
+
+
+@functools.cache
+def code_head() -> str:
+    return head_revision()
+
+
+def check_schema() -> None:
+    """The dashboard only reads: it refuses (rather than migrates) a catalog not at this code's revision."""
+    current = current_revision(current_engine())
+    if current != code_head():
+        url = current_engine().url.render_as_string(hide_password=True)
+        raise CatalogError(
+            f"the catalog {url} is at revision {current or 'none (empty database)'}, this dashboard reads {code_head()}: "
+            "run `glitchdex db upgrade` (or ingest a model)"
+        )
 
 
 def catalog_version() -> tuple[Any, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from catalog.queries import TOKEN_TABLE_COLUMNS, TokenFilter, TokenTable, latest_run_id
 from catalog.schema import EmbeddingStat, Token
@@ -24,11 +25,9 @@ PAGE = 50
 
 
 @pytest.fixture(scope="module")
-def everything(smollm2_catalog) -> tuple[TokenTable, pd.DataFrame]:
+def everything(smollm2_catalog) -> tuple[int, pd.DataFrame]:
     """The whole SmolLM2 token table in pandas, the reference for every page."""
     with smollm2_catalog.connect() as conn:
-        from sqlalchemy.orm import Session
-
         run_id = latest_run_id(Session(conn), SMOLLM2_MODEL, "embedding_stats")
         rows = conn.execute(
             select(*TOKEN_TABLE_COLUMNS)
@@ -38,7 +37,7 @@ def everything(smollm2_catalog) -> tuple[TokenTable, pd.DataFrame]:
         return run_id, pd.DataFrame(rows.all(), columns=list(rows.keys()))
 
 
-def naive_page(frame: pd.DataFrame, flt: TokenFilter, sort: str, descending: bool, page: int) -> list[int]:
+def naive_page(frame: pd.DataFrame, flt: TokenFilter, sort: str, descending: bool, page: int) -> tuple[list[int], int]:
     keep = pd.Series(True, index=frame.index)
     if flt.categories:
         keep &= frame["category"].isin(flt.categories)
@@ -67,7 +66,7 @@ def test_pages_and_counts_match_a_naive_sort(smollm2_catalog, everything, flt, s
         assert conn.execute(table.count_query()).scalar() == expected_count
         rows = conn.execute(table.page_query(sort, descending, page, PAGE)).all()
     assert [r.token_id for r in rows] == expected_ids
-    assert len(rows[0]) == len(TOKEN_TABLE_COLUMNS) if rows else expected_ids == []
+    assert all(len(row) == len(TOKEN_TABLE_COLUMNS) for row in rows)
 
 
 def test_a_tokenizer_only_table_has_facts_and_no_indicators(smollm2_catalog):

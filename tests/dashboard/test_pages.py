@@ -7,6 +7,7 @@ import sqlite3
 import pytest
 from sqlalchemy import Engine, insert
 
+from catalog.readonly import run_readonly_sql
 from catalog.schema import IngestRun, utcnow
 from dashboard import data
 from dashboard.sql_examples import EXAMPLES
@@ -42,6 +43,14 @@ def test_overview_of_an_empty_catalog_says_how_to_fill_it(engine, open_page):
     assert "glitchdex ingest" in app.info[0].value
 
 
+def test_a_database_without_the_schema_is_refused_not_migrated(db_url, open_page):
+    app = open_page(db_url)
+    assert "glitchdex db upgrade" in app.error[0].value
+    assert not app.title
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
+
 def test_pages_read_while_an_ingest_holds_a_write_transaction(catalog_copy, open_page):
     writer = sqlite3.connect(catalog_copy.removeprefix("sqlite:///"), isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")
@@ -54,7 +63,7 @@ def test_pages_read_while_an_ingest_holds_a_write_transaction(catalog_copy, open
         writer.close()
 
 
-def test_cached_results_refresh_after_an_ingest_run(catalog_copy, monkeypatch, open_page):
+def test_cached_results_refresh_after_an_ingest_run(catalog_copy, open_page):
     open_page(catalog_copy)
     before = data.recent_runs()
     with data.current_engine().begin() as conn:
@@ -187,8 +196,6 @@ def test_sql_page_refuses_writes_and_leaves_the_catalog_unchanged(catalog_copy, 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.question[:40])
 def test_saved_questions_answer_on_a_two_model_catalog(two_model_url, example):
-    from catalog.readonly import run_readonly_sql
-
     result = run_readonly_sql(example.sql, two_model_url)
     assert result.rows, example.question
 
