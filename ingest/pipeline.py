@@ -281,7 +281,10 @@ def _embedding_stats_stage(
         )
     n_rows = _write_stats(conn, run_id, model_id, tokenizer_id, stats)
     if stats.bootstrapped_reference:
-        rule = f"none found; bootstrapped from the {stats.n_reference} non-special tokens nearest the centroid"
+        rule = (
+            f"none found; bootstrapped from the {stats.n_reference} non-special tokens nearest the centroid, "
+            f"refined {params.bootstrap_refinements}x by taking the most similar ones"
+        )
     extra = {
         "reference_rule": rule,
         "n_reference": stats.n_reference,
