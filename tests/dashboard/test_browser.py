@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboard.test_pages import FIRSTSUM, url_of
+from tests.dashboard.conftest import FIRSTSUM, url_of
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -5,20 +5,15 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import insert
 
 from catalog.readonly import run_readonly_sql
 from catalog.schema import IngestRun, utcnow
 from dashboard import data
 from dashboard.sql_examples import EXAMPLES
-from tests.dashboard.conftest import MINILM
+from tests.dashboard.conftest import FIRSTSUM, MINILM, url_of
 
-FIRSTSUM = 40264  # 'Ġfirstsum', SmolLM2's most anomalous token
 SMOLLM2_TOKENIZER = "1"
-
-
-def url_of(engine: Engine) -> str:
-    return engine.url.render_as_string(hide_password=False)
 
 
 def texts(elements) -> list[str]:
