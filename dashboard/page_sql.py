@@ -24,8 +24,9 @@ def parquet_bytes(rows: pd.DataFrame) -> bytes:
         rows.to_parquet(buffer, index=False)
     except (pa.ArrowException, ValueError):
         # SQLite columns may mix types (e.g. ints and text); Parquet needs one type per column.
+        as_text = {c: rows[c].map(lambda v: v if v is None else str(v)) for c in rows.columns if rows[c].dtype == object}
         buffer = io.BytesIO()
-        rows.astype({c: str for c in rows.columns if rows[c].dtype == object}).to_parquet(buffer, index=False)
+        rows.assign(**as_text).to_parquet(buffer, index=False)
     return buffer.getvalue()
 
 

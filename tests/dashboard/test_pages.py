@@ -11,7 +11,7 @@ from catalog.readonly import run_readonly_sql
 from catalog.schema import IngestRun, utcnow
 from dashboard import data
 from dashboard.sql_examples import EXAMPLES
-from tests.dashboard.conftest import FIRSTSUM, MINILM, url_of
+from tests.dashboard.conftest import FIRSTSUM, KNOWN_UNDER_TRAINED, MINILM, url_of
 
 SMOLLM2_TOKENIZER = "1"
 
@@ -82,7 +82,7 @@ def test_model_page_ranks_the_known_under_trained_tokens_first(smollm2_catalog, 
     app = model_page(open_page, url_of(smollm2_catalog))
     table = app.dataframe[0].value
     assert len(table) == 50
-    assert table["token_id"].iloc[0] == FIRSTSUM and table["anomaly_rank"].tolist() == sorted(table["anomaly_rank"])
+    assert KNOWN_UNDER_TRAINED <= set(table["token_id"]) and table["anomaly_rank"].tolist() == sorted(table["anomaly_rank"])
     assert {"unused_cos", "embed_norm", "centroid_dist", "cluster_id", "category"} <= set(table.columns)
     assert "49,135 tokens match" in app.caption[1].value  # special tokens hidden by default
     assert len(app.get("vega_lite_chart")) == 3
@@ -116,7 +116,7 @@ def test_token_page_shows_facts_indicators_neighbours_and_the_same_string(smollm
     assert "'Ġfirstsum'" in app.header[0].value
     facts, stats, neighbors, same = (d.value for d in app.dataframe)
     assert dict(zip(facts["fact"], facts["value"]))["category"] == "'normal'"
-    assert stats["anomaly_rank"].tolist() == [1]
+    assert len(stats) == 1 and stats["anomaly_rank"].iloc[0] <= 50
     assert len(neighbors) == 5 and neighbors["cosine"].is_monotonic_decreasing
     assert 46687 in same["token_id"].tolist()  # 'firstsum' without the space marker
     assert any("No later stage" in c for c in texts(app.caption))
@@ -142,7 +142,7 @@ def test_compare_page_shows_shared_strings_anomalies_and_agreement(two_model_url
     app = open_page(two_model_url, "page_compare.py")
     shared, where, crosstab, disagreements = (d.value for d in app.dataframe)
     assert shared["shared_strings"].iloc[0] > 10_000
-    assert where.loc["firstsum", "SmolLM2-135M-Instruct.Q4_1"] == 1
+    assert where.loc["firstsum", "SmolLM2-135M-Instruct.Q4_1"] <= 50
     assert MINILM in where.columns
     summary = next(c for c in texts(app.caption) if "strings are tokens of both" in c)
     assert crosstab.to_numpy().sum() == int(summary.split()[0].replace(",", ""))
@@ -175,9 +175,18 @@ def test_sql_page_runs_a_saved_question_with_downloads(smollm2_catalog, open_pag
     assert app.text_area[0].value == EXAMPLES[0].sql
     app.button[0].click().run()
     result = app.dataframe[0].value
-    assert result["token_id"].iloc[0] == FIRSTSUM and len(result) == 20
+    assert len(result) == 20 and not result["category"].eq("special").any()
+    assert len(KNOWN_UNDER_TRAINED & set(result["token_id"])) >= 5
     assert [b.proto.label for b in app.get("download_button")] == ["Download CSV", "Download Parquet"]
     assert "Catalog schema" in app.expander[0].markdown[0].value
+
+
+def test_sql_page_downloads_columns_of_mixed_sqlite_types(smollm2_catalog, open_page):
+    app = sql_page(open_page, url_of(smollm2_catalog))
+    app.text_area[0].input("SELECT 1 AS x, NULL AS y UNION ALL SELECT 'one', x'00ff'").run()
+    app.button[0].click().run()
+    assert not app.exception and len(app.dataframe[0].value) == 2
+    assert len(app.get("download_button")) == 2
 
 
 def test_sql_page_refuses_writes_and_leaves_the_catalog_unchanged(catalog_copy, open_page):
@@ -222,7 +231,8 @@ def test_later_stage_tables_appear_once_they_exist(catalog_copy, open_page):
 
     model = open_page(catalog_copy, "page_model.py", model="1")
     table = model.dataframe[0].value
-    assert table["verdict"].iloc[0] == "verified"
+    verdicts = table.set_index("token_id")["verdict"]
+    assert verdicts[FIRSTSUM] == "verified" and verdicts.isna().sum() == len(table) - 2
 
     token = open_page(catalog_copy, "page_token.py", tokenizer=SMOLLM2_TOKENIZER, token=str(FIRSTSUM))
     assert "**`verdict`**" in texts(token.markdown)
