@@ -108,6 +108,16 @@ def test_model_page_filters_sorts_and_pages_in_sql(smollm2_catalog, open_page):
     assert norms == sorted(norms, reverse=True)
 
 
+def test_model_page_of_a_model_without_statistics_lists_token_facts(catalog_copy, open_page):
+    with sqlite3.connect(catalog_copy.removeprefix("sqlite:///")) as conn:
+        conn.execute("UPDATE ingest_run SET status = 'failed' WHERE stage = 'embedding_stats'")
+    app = model_page(open_page, catalog_copy)
+    table = app.dataframe[0].value
+    assert table["token_id"].tolist() == list(range(50)) and table["anomaly_rank"].isna().all()
+    assert "no embedding statistics" in app.caption[0].value and not app.get("vega_lite_chart")
+    assert "49,152 tokens match" in app.caption[1].value
+
+
 # --- token page ----------------------------------------------------------------------------
 
 
