@@ -78,7 +78,8 @@ def test_search_a_token_and_open_its_page_in_chromium(dashboard_server: str, tmp
     screenshot = tmp_path / "token_page.png"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # Streamlit scrolls inside its main container, so a tall viewport is what shows the whole page.
+        page = browser.new_page(viewport={"width": 1400, "height": 2600})
         page.set_default_timeout(PAGE_TIMEOUT_MS)
         page.goto(dashboard_server)
         expect(page.get_by_role("heading", name="glitchdex catalog")).to_be_visible()
