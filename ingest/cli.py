@@ -20,6 +20,9 @@ from catalog.database import URL_ENV, CatalogError, current_revision, database_u
 from catalog.queries import RANKINGS, list_models, same_string_everywhere, top_anomalous
 from ingest.embedding_stats import StatsParams
 from ingest.pipeline import STAGES, ingest
+from ingest.distributed import ClusterOptions
+from ingest.registry import DEFAULT_REGISTRY
+from ingest.reingest import reingest_registry, watch
 
 DEFAULT_TOP = 20
 DASHBOARD_PORT = 8501
@@ -79,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="localhost", help="interface to listen on (0.0.0.0: every interface)")
     p.add_argument("--headless", action="store_true", help="do not open a browser window")
     p.set_defaults(handler=cmd_dashboard)
+
+    p = commands.add_parser("reingest", help="ingest what the model registry lists and the catalog lacks (for cron / timers)")
+    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="model registry file (default: models.toml)")
+    p.add_argument("--dry-run", action="store_true", help="only log what is pending; loads no weights, takes no lock")
+    p.add_argument("--watch", type=float, metavar="SECONDS", help="repeat every SECONDS until interrupted (for hosts without cron)")
+    p.add_argument("--lock", type=Path, help="lock file (default: one per database in the temp folder)")
+    p.add_argument("--device", default="cpu", help="torch device for tensor work (cpu, cuda, ...)")
+    p.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline",
+                   help="inline: compute here; local / slurm: compute on submitit workers (pip install glitchdex[cluster])")
+    p.add_argument("--jobs-folder", type=Path, default=Path("glitchdex-jobs"), help="submitit logs and results (shared with the cluster)")
+    p.add_argument("--partition", help="Slurm partition")
+    p.add_argument("--gpus-per-task", type=int, default=1, help="GPUs per Slurm task (one model per task)")
+    p.add_argument("--timeout-min", type=int, default=120, help="time limit of one worker task in minutes")
+    p.set_defaults(handler=cmd_reingest)
 
     p = commands.add_parser("db", help="schema migrations")
     p.add_argument("action", choices=["upgrade", "downgrade", "current"])
@@ -169,6 +186,24 @@ def cmd_dashboard(args: argparse.Namespace) -> NoReturn:
     command += ["--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
     # Become the Streamlit server, so that signals (Ctrl-C, a service manager's SIGTERM) reach it directly.
     os.execve(sys.executable, command, {**os.environ, URL_ENV: url})
+
+
+def cmd_reingest(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s glitchdex %(levelname)s %(message)s", stream=sys.stderr)
+    engine = make_engine(args.db)
+    cluster = None
+    if args.executor != "inline":
+        cluster = ClusterOptions(
+            executor=args.executor, folder=args.jobs_folder, device=args.device, partition=args.partition,
+            gpus_per_task=args.gpus_per_task, timeout_min=args.timeout_min,
+        )
+
+    def cycle() -> int:
+        return reingest_registry(engine, args.registry, lock_path=args.lock, dry_run=args.dry_run, device=args.device, cluster=cluster)
+
+    if args.watch:
+        watch(cycle, args.watch)  # until interrupted
+    return cycle()
 
 
 def cmd_db(args: argparse.Namespace) -> int:

@@ -178,6 +178,27 @@ def _resolve_hub(spec: str) -> Source:
     return Source("hub", repo, gguf_file=gguf_file or None, revision=revision or None)
 
 
+@dataclass(frozen=True)
+class Identity:
+    """What the catalog keys a model by, known before its weights are loaded."""
+
+    name: str
+    revision: str
+    has_weights: bool
+
+
+def identify(spec: str) -> Identity | None:
+    """Name and revision that :func:`load` would record for ``spec``, without loading weights
+    (local and package files are hashed); None for hub ids, whose commit needs the hub."""
+    source = resolve(spec)
+    if source.kind == "hub":
+        return None
+    if source.kind == "tiktoken":
+        encoding = _load_tiktoken(spec, source)
+        return Identity(encoding.name, encoding.revision, has_weights=False)
+    return Identity(_model_name(source), _revision(source, config=None), has_weights=True)
+
+
 # --- loading ----------------------------------------------------------------------
 
 
