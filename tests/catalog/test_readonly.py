@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
 
-from catalog.database import CatalogError, upgrade
+from catalog.database import CatalogError
 from catalog.readonly import run_readonly_sql
+from tests.conftest import on_postgresql
 
 REFUSED = [
     "DELETE FROM model",
@@ -24,6 +24,8 @@ REFUSED = [
     "VACUUM",
     "SELECT 1; DELETE FROM model",
 ]
+# The SQLite tests below check SQLite's own mechanics (file, ATTACH, pragmas, progress handler).
+sqlite_only = pytest.mark.skipif(on_postgresql(), reason="SQLite read-only mechanics; PostgreSQL has its own tests below")
 RUNAWAY = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
 
 
@@ -31,6 +33,7 @@ def file_digest(db_url: str) -> str:
     return hashlib.sha256(Path(db_url.removeprefix("sqlite:///")).read_bytes()).hexdigest()
 
 
+@sqlite_only
 @pytest.mark.parametrize("sql", REFUSED)
 def test_writes_attach_extensions_and_settings_fail_and_change_nothing(engine, db_url, tmp_path, sql):
     engine.dispose()  # checkpoint the WAL so the file alone is the catalog
@@ -42,22 +45,26 @@ def test_writes_attach_extensions_and_settings_fail_and_change_nothing(engine, d
     assert not attached.exists()
 
 
+@sqlite_only
 def test_a_runaway_query_is_interrupted_at_the_time_limit(engine, db_url):
     with pytest.raises(CatalogError, match="longer than the 0.5 s limit"):
         run_readonly_sql(RUNAWAY, db_url, timeout_s=0.5)
 
 
+@sqlite_only
 def test_results_are_capped_and_flagged(engine, db_url):
     result = run_readonly_sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 30) SELECT i FROM n", db_url, max_rows=10)
     assert result.columns == ["i"] and [r[0] for r in result.rows] == list(range(1, 11)) and result.truncated
 
 
+@sqlite_only
 def test_schema_pragmas_and_reads_are_allowed(engine, db_url):
     columns = run_readonly_sql("SELECT name FROM pragma_table_info('token')", db_url)
     assert ("norm_key",) in columns.rows
     assert run_readonly_sql("SELECT count(*) FROM token", db_url).rows == [(0,)]
 
 
+@sqlite_only
 def test_errors_are_one_line(engine, db_url):
     with pytest.raises(CatalogError, match="no such table: nope"):
         run_readonly_sql("SELECT * FROM nope", db_url)
@@ -67,11 +74,8 @@ def test_errors_are_one_line(engine, db_url):
         run_readonly_sql("SELECT 1", db_url.replace("catalog.sqlite", "missing.sqlite"))
 
 
-# PostgreSQL: runs when GLITCHDEX_TEST_DATABASE_URL names a server (the schema is created if missing).
-POSTGRESQL_URL = os.environ.get("GLITCHDEX_TEST_DATABASE_URL", "")
-needs_postgresql = pytest.mark.skipif(
-    not POSTGRESQL_URL.startswith("postgresql"), reason="GLITCHDEX_TEST_DATABASE_URL does not name a PostgreSQL server"
-)
+# PostgreSQL: runs when GLITCHDEX_TEST_DATABASE_URL names a server (each test gets a fresh database).
+needs_postgresql = pytest.mark.skipif(not on_postgresql(), reason="GLITCHDEX_TEST_DATABASE_URL names no PostgreSQL server")
 POSTGRESQL_REFUSED = [
     ("DELETE FROM model", "read-only transaction"),
     ("CREATE TABLE scratch (x INTEGER)", "read-only transaction"),
@@ -83,15 +87,13 @@ POSTGRESQL_REFUSED = [
 
 @needs_postgresql
 @pytest.mark.parametrize("sql, reason", POSTGRESQL_REFUSED)
-def test_postgresql_session_refuses_writes(sql, reason):
-    upgrade(POSTGRESQL_URL)
+def test_postgresql_session_refuses_writes(engine, db_url, sql, reason):
     with pytest.raises(CatalogError, match=reason):
-        run_readonly_sql(sql, POSTGRESQL_URL)
+        run_readonly_sql(sql, db_url)
 
 
 @needs_postgresql
-def test_postgresql_statement_timeout_stops_a_runaway_query():
-    upgrade(POSTGRESQL_URL)
+def test_postgresql_statement_timeout_stops_a_runaway_query(engine, db_url):
     with pytest.raises(CatalogError, match="longer than the 0.5 s limit"):
-        run_readonly_sql(RUNAWAY, POSTGRESQL_URL, timeout_s=0.5)
-    assert run_readonly_sql("SELECT '100%' AS share", POSTGRESQL_URL).rows == [("100%",)]
+        run_readonly_sql(RUNAWAY, db_url, timeout_s=0.5)
+    assert run_readonly_sql("SELECT '100%' AS share", db_url).rows == [("100%",)]
