@@ -8,24 +8,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
+import dashboard
 from catalog.database import URL_ENV, CatalogError, current_revision, database_url, downgrade, ensure_schema, head_revision, make_engine, session_factory, upgrade
 from catalog.queries import RANKINGS, indicator_precision, list_models, probe_transcripts, same_string_everywhere, token_verdicts, top_anomalous
 from catalog.schema import IngestRun
+from ingest.distributed import ClusterOptions
 from ingest.embedding_stats import StatsParams
 from ingest.pipeline import STAGES, ingest
-from ingest.distributed import ClusterOptions
+from ingest.probes import MODES, TEMPLATES_BY_NAME
 from ingest.registry import DEFAULT_REGISTRY
 from ingest.reingest import reingest_registry, watch
-from ingest.probes import MODES, TEMPLATES_BY_NAME
 from ingest.verdicts import VERDICTS, Thresholds
 
 DEFAULT_TOP = 20
+DASHBOARD_PORT = 8501
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("token", help="where a string is a token, in every catalogued tokenizer")
     p.add_argument("text")
     p.set_defaults(handler=cmd_token)
+
+    p = commands.add_parser("dashboard", help="browse the catalog in the web dashboard (Streamlit)")
+    p.add_argument("--port", type=int, default=DASHBOARD_PORT)
+    p.add_argument("--address", default="localhost", help="interface to listen on (0.0.0.0: every interface)")
+    p.add_argument("--headless", action="store_true", help="do not open a browser window")
+    p.set_defaults(handler=cmd_dashboard)
 
     p = commands.add_parser("reingest", help="ingest what the model registry lists and the catalog lacks (for cron / timers)")
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="model registry file (default: models.toml)")
@@ -190,6 +200,21 @@ def cmd_token(args: argparse.Namespace) -> int:
     for hit in hits:
         print(f"{hit.tokenizer:<36} {hit.token_id:>7}  {hit.category:<12} {hit.piece!r}")
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> NoReturn:
+    if importlib.util.find_spec("streamlit") is None:
+        raise CatalogError("the dashboard needs Streamlit: pip install 'glitchdex[dashboard]'")
+    url = database_url(args.db)
+    engine = make_engine(url)
+    ensure_schema(engine)
+    engine.dispose()
+    app = Path(dashboard.__file__).parent / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)]
+    command += ["--server.address", args.address, "--server.headless", str(args.headless).lower()]
+    command += ["--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+    # Become the Streamlit server, so that signals (Ctrl-C, a service manager's SIGTERM) reach it directly.
+    os.execve(sys.executable, command, {**os.environ, URL_ENV: url})
 
 
 def cmd_reingest(args: argparse.Namespace) -> int:

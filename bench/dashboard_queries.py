@@ -1,0 +1,109 @@
+"""Latency of every query the dashboard's pages run, on a real catalog.
+
+    PYTHONPATH=. python bench/dashboard_queries.py --db sqlite:///glitchdex.sqlite [--repeat 3]
+
+Queries run uncached (the first view after an ingest); the last lines show a
+cached repeat. Prints milliseconds (median of --repeat runs) and rows returned:
+the token table ships one page of rows whatever the vocabulary size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from catalog.database import URL_ENV, database_url, make_engine, session_factory
+from catalog.queries import TokenFilter, list_models
+from catalog.readonly import run_readonly_sql
+from dashboard import data
+from dashboard.sql_examples import EXAMPLES
+
+PAGE = 50
+
+
+def timed(function: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000, result
+
+
+def n_rows(result: Any) -> str:
+    return str(result) if isinstance(result, int) else str(len(result))
+
+
+def page_queries(model_id: int, vocab_size: int, top_text: str) -> dict[str, Callable]:
+    """Uncached page queries for one model (``__wrapped__`` is the function behind the cache)."""
+    deep_page = max(0, vocab_size // PAGE - 2)
+    return {
+        "model: count, specials hidden": lambda s: data.token_count.__wrapped__(s, model_id, TokenFilter(include_special=False)),
+        "model: page 1 by rank": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(include_special=False), "anomaly_rank", False, 0, PAGE),
+        "model: last page by rank": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(), "anomaly_rank", False, deep_page, PAGE),
+        "model: page 1 by embed_norm desc": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(include_special=False), "embed_norm", True, 0, PAGE),
+        "model: page 1 by piece": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(), "piece", False, 0, PAGE),
+        "model: count, text 'ing'": lambda s: data.token_count.__wrapped__(s, model_id, TokenFilter(text="ing")),
+        "model: page 1, text 'ing', by unused_cos": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(text="ing"), "unused_cos", True, 0, PAGE),
+        "model: count, normal + rank <= 1000": lambda s: data.token_count.__wrapped__(s, model_id, TokenFilter(categories=("normal",), rank_max=1000)),
+        "model: page 1, normal + rank <= 1000, by n_bytes": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(categories=("normal",), rank_max=1000), "n_bytes", True, 0, PAGE),
+        "model: scatter sample": lambda s: data.scatter_sample.__wrapped__(s, model_id),
+        "model: clusters": lambda s: data.clusters.__wrapped__(s, model_id),
+        "token: same string everywhere": lambda s: data.same_string_status.__wrapped__(s, top_text),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", help="catalog URL (default: $GLITCHDEX_DATABASE_URL)")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    url = database_url(args.db)
+    os.environ[URL_ENV] = url
+    engine = make_engine(url)
+    with session_factory(engine)() as session:
+        models = [m for m in list_models(session) if m.stats_run is not None]
+        print(f"catalog {url}: {len(models)} models with statistics, vocabularies {[m.vocab_size for m in models]}")
+        print(f"{'query':<44} {'model':<30} {'ms':>9}  rows")
+        model_ids = tuple(m.id for m in models)
+        shared = {
+            "overview: models": lambda s: data.models.__wrapped__(s),
+            "overview: category counts": lambda s: data.category_counts.__wrapped__(s),
+            "overview: last runs": lambda s: data.recent_runs.__wrapped__(s),
+            "token: search 'the' (every tokenizer)": lambda s: data.search_tokens.__wrapped__(s, "the"),
+            "compare: shared strings (all pairs)": lambda s: data.shared_strings.__wrapped__(s),
+            "compare: anomalous where (top 50)": lambda s: data.anomalous_where.__wrapped__(s, model_ids, 50),
+        }
+        if len(models) >= 2:
+            shared["compare: agreement of the first two"] = lambda s: data.agreement.__wrapped__(s, model_ids[0], model_ids[1])
+        for name, query in shared.items():
+            ms, result = timed(lambda: query(session), args.repeat)
+            print(f"{name:<44} {'(all)':<30} {ms:>9.1f}  {n_rows(result)}")
+        for model in models:
+            top = data.token_page.__wrapped__(session, model.id, TokenFilter(include_special=False), "anomaly_rank", False, 0, 1)
+            top_id, top_text = int(top["token_id"].iloc[0]), str(top["text"].iloc[0])
+            queries = page_queries(model.id, model.vocab_size, top_text)
+            queries["token: facts+stats+neighbours"] = lambda s: [
+                f.__wrapped__(s, model.tokenizer_id, top_id) for f in (data.token_facts, data.token_stats, data.token_neighbors)
+            ]
+            for name, query in queries.items():
+                ms, result = timed(lambda: query(session), args.repeat)
+                print(f"{name:<44} {model.name[:30]:<30} {ms:>9.1f}  {n_rows(result)}")
+    for example in EXAMPLES:
+        ms, result = timed(lambda: run_readonly_sql(example.sql, url), args.repeat)
+        print(f"{'sql: ' + example.question[:39]:<44} {'(all)':<30} {ms:>9.1f}  {len(result.rows)}")
+
+    flt = TokenFilter(include_special=False)
+    cold, _ = timed(lambda: data.token_page(models[-1].id, flt, "embed_norm", False, 1, PAGE), 1)
+    warm, _ = timed(lambda: data.token_page(models[-1].id, flt, "embed_norm", False, 1, PAGE), args.repeat)
+    version, _ = timed(data.catalog_version, args.repeat)
+    print(f"{'token table page via the cache: cold/warm':<44} {models[-1].name[:30]:<30} {cold:>9.1f}  warm {warm:.1f} ms")
+    print(f"{'catalog version check (every rerun)':<44} {'(all)':<30} {version:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()

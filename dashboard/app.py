@@ -1,0 +1,18 @@
+"""glitchdex dashboard: `streamlit run dashboard/app.py` (or `glitchdex dashboard`).
+
+Reads the catalog named by GLITCHDEX_DATABASE_URL (default sqlite:///glitchdex.sqlite), like the CLI.
+"""
+
+import streamlit as st
+
+from catalog.database import CatalogError
+from dashboard import data, nav
+
+st.set_page_config(page_title="glitchdex", page_icon=":material/bug_report:", layout="wide")
+page = st.navigation(nav.pages())
+try:
+    data.check_schema()
+except CatalogError as exc:
+    st.error(str(exc))
+    st.stop()
+page.run()

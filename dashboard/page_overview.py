@@ -1,0 +1,35 @@
+"""Overview: models and tokenizers in the catalog, token categories, verdicts and the last ingest runs."""
+
+import streamlit as st
+
+from dashboard import data, nav
+
+st.title("glitchdex catalog")
+models = data.models()
+nav.require_models(models)
+tokenizers = data.tokenizers()
+
+counts = st.columns(3)
+counts[0].metric("Models", len(models))
+counts[1].metric("Tokenizers", len(tokenizers))
+counts[2].metric("Tokens", f"{int(tokenizers['vocab_size'].sum()):,}")
+
+st.subheader("Models")
+st.dataframe(models, hide_index=True, column_config={"stats_run": st.column_config.NumberColumn("embedding_stats run")})
+for model in models.itertuples():
+    nav.model_link(model.id, f"{model.name}: token table and plots")
+
+st.subheader("Tokenizers")
+st.dataframe(tokenizers, hide_index=True)
+
+st.subheader("Tokens per category")
+st.caption("Tokenizer facts: the first matching of special, partial_utf8, byte, unreachable, whitespace, normal.")
+st.dataframe(data.category_counts())
+
+verdicts = data.verdict_counts()
+if verdicts is not None:
+    st.subheader("Tokens per verdict")
+    st.dataframe(verdicts.pivot(index="model", columns="verdict", values="n_tokens").fillna(0).astype(int))
+
+st.subheader("Last ingest runs")
+st.dataframe(data.recent_runs(), hide_index=True)

