@@ -128,7 +128,7 @@ def run_prompt_search(
         raise CatalogError(f"unknown search method(s) {', '.join(sorted(unknown))}; known: {', '.join(SEARCHES)}")
     with Session(engine) as session:
         model = _catalogued_model(session, loaded)
-        bans, stats_run = _ban_rules(session, model, params, loaded.embedding_rows)
+        bans, stats_run = catalog_ban_rules(session, model, params, loaded.embedding_rows)
         model_id, tokenizer_id = model.id, model.tokenizer_id
     prefix_ids = special_prefix_ids(loaded.tokenizer)
     run_params = {
@@ -176,7 +176,7 @@ def _catalogued_model(session: Session, loaded: LoadedModel) -> Model:
     return model
 
 
-def _ban_rules(session: Session, model: Model, params: SearchParams, d_vocab: int) -> tuple[BanRules, int | None]:
+def catalog_ban_rules(session: Session, model: Model, params: SearchParams, d_vocab: int) -> tuple[BanRules, int | None]:
     """Bans from the token table, and the embedding_stats run whose top tokens count as anomalous (None if none)."""
     rows = session.execute(select(Token.token_id, Token.text, Token.is_special).where(Token.tokenizer_id == model.tokenizer_id)).all()
     stats_run = latest_run_id(session, model.id, "embedding_stats")

@@ -314,9 +314,8 @@ def _gcg_step(lm: PromptLM, slots: list[_Slot], params: SearchParams, eval_chunk
 def nearest_allowed(embeds: Tensor, table: Tensor, banned: Tensor) -> tuple[Tensor, Tensor]:
     """Squared distance to, and id of, the nearest allowed token embedding.
 
-    embeds [batch, pos, d_model], table [d_vocab, d_model], banned [batch, d_vocab] -> ([batch, pos], [batch, pos]).
+    embeds [batch, pos, d_model], table [d_vocab, d_model] (both float32), banned [batch, d_vocab] -> ([batch, pos], [batch, pos]).
     """
-    table = table.float()
     d2 = (embeds**2).sum(-1, keepdim=True) - 2 * embeds @ table.T + (table**2).sum(-1)  # [batch, pos, d_vocab]
     return d2.masked_fill(banned[:, None, :], float("inf")).min(-1)
 
@@ -333,22 +332,23 @@ def _continuous_batch(lm: PromptLM, target_ids: list[int], bans: BanRules, param
     targets = torch.tensor(target_ids, device=lm.device)
     seeds = [target_seed(params.seed, t) for t in target_ids]
     init = torch.stack([random_allowed_ids(b, params.prompt_len, torch.Generator().manual_seed(s)) for b, s in zip(banned.cpu(), seeds)])
-    embeds = lm.table[init.to(lm.device)].detach().float().requires_grad_()  # [batch, pos, d_model]
+    table = lm.table.float()  # [d_vocab, d_model]; distances in float32 whatever the model's dtype
     # Step and penalty are relative to the embeddings' own scale, so one setting suits every model.
-    unit = (lm.table.float() ** 2).sum(-1).mean()  # mean squared token norm
-    rms_coordinate = (unit / lm.table.shape[1]).sqrt().item()
+    unit = (table**2).sum(-1).mean()  # mean squared token norm
+    rms_coordinate = (unit / table.shape[1]).sqrt().item()
+    embeds = table[init.to(lm.device)].requires_grad_()  # [batch, pos, d_model]
     optimizer = torch.optim.Adam([embeds], lr=params.continuous_lr * rms_coordinate)
     trajectory = []
     for _ in range(params.continuous_steps):
         ce = F.cross_entropy(lm.next_logits(embeds), targets, reduction="none")  # [batch]
-        distance, _ = nearest_allowed(embeds, lm.table, banned)
+        distance, _ = nearest_allowed(embeds, table, banned)
         loss = (ce + params.snap_penalty * distance.mean(-1) / unit).sum()
         (embeds.grad,) = torch.autograd.grad(loss, embeds)  # not .backward(): the model's own .grad stays untouched
         optimizer.step()
-        trajectory.append(ce.detach().cpu())
+        trajectory.append(ce.detach())
     with torch.no_grad():
         relaxed = score_targets(lm.next_logits(embeds), targets)
-        _, snapped = nearest_allowed(embeds, lm.table, banned)
+        _, snapped = nearest_allowed(embeds, table, banned)
         scores = lm.score_ids(snapped, targets, eval_chunk)
     losses = torch.stack(trajectory, 1).tolist() if trajectory else [[] for _ in target_ids]  # [batch, steps]
     seconds = time.perf_counter() - started
