@@ -12,9 +12,9 @@ share of targets whose prompt makes greedy decoding emit them.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -88,10 +88,12 @@ def report(method: str, params: SearchParams, rows: list[PromptSearch], seconds:
         f"{evaluations / seconds:.1f} prompt evaluations/s, {len(rows) / seconds * 60:.1f} searches/min "
         f"(budget {budget} steps, {params.n_slots} slots, prompt_len {params.prompt_len})"
     )
-    totals = Counter(r.target_role for r in rows)
-    hits = Counter(r.target_role for r in rows if r.greedy_emits)
-    for role, total in sorted(totals.items()):
-        print(f"  success (greedy emits target) {role:<9}: {hits[role]}/{total} = {hits[role] / total:.0%}")
+    for role in sorted({r.target_role for r in rows}):
+        group = [r for r in rows if r.target_role == role]
+        hits = sum(r.greedy_emits for r in group)
+        logprob = statistics.mean(r.target_logprob for r in group)
+        rank = statistics.median(r.target_rank for r in group)
+        print(f"  {role:<9}: success (greedy emits target) {hits}/{len(group)} = {hits / len(group):.0%}, mean log-prob {logprob:.2f}, median rank {rank:g}")
 
 
 if __name__ == "__main__":
