@@ -167,7 +167,7 @@ class BanRules:
         needle = target_text.strip() or target_text
         if not needle:
             return np.zeros(len(self.texts), dtype=bool)
-        return np.strings.find(self.texts, needle) >= 0
+        return np.char.find(self.texts, needle) >= 0
 
 
 def ban_rules(
