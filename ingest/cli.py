@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continuous-steps", type=int, default=SearchParams.continuous_steps, help="continuous: optimiser steps")
     p.add_argument("--continuous-lr", type=float, default=SearchParams.continuous_lr, help="continuous: Adam step in RMS-coordinate units")
     p.add_argument("--snap-penalty", type=float, default=SearchParams.snap_penalty, help="continuous: weight of the nearest-token distance")
+    p.add_argument("--init-spread", type=float, default=SearchParams.continuous_init_spread, help="continuous: start at centroid + SPREAD * (random token - centroid)")
     p.add_argument("--allow-anomalous", action="store_true", help="let prompts use the catalog's most anomalous tokens")
     p.add_argument("--anomalous", type=int, default=SearchParams.n_anomalous, help="how many top anomalous tokens count as anomalous for the ban")
     p.add_argument("--seed", type=int, default=SearchParams.seed, help="seed of the controls and of every target's search")
@@ -203,6 +204,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         continuous_steps=args.continuous_steps,
         continuous_lr=args.continuous_lr,
         snap_penalty=args.snap_penalty,
+        continuous_init_spread=args.init_spread,
         allow_anomalous=args.allow_anomalous,
         n_anomalous=args.anomalous,
         seed=args.seed,

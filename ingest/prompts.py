@@ -51,6 +51,7 @@ class SearchParams:
     continuous_steps: int = 100
     continuous_lr: float = 0.05  # Adam step, in units of the embeddings' RMS coordinate
     snap_penalty: float = 1.0
+    continuous_init_spread: float = 0.1  # start at centroid + spread * (random token - centroid)
     allow_anomalous: bool = False
     n_anomalous: int = 200
     seed: int = 0
@@ -336,7 +337,10 @@ def _continuous_batch(lm: PromptLM, target_ids: list[int], bans: BanRules, param
     # Step and penalty are relative to the embeddings' own scale, so one setting suits every model.
     unit = (table**2).sum(-1).mean()  # mean squared token norm
     rms_coordinate = (unit / table.shape[1]).sqrt().item()
-    embeds = table[init.to(lm.device)].requires_grad_()  # [batch, pos, d_model]
+    # Starting near the centroid rather than on tokens: from a token, the optimum stays in that token's
+    # neighbourhood and snapping just returns the random start (measured on SmolLM2, docs/prompts.md).
+    centroid = table.mean(0)
+    embeds = (centroid + params.continuous_init_spread * (table[init.to(lm.device)] - centroid)).requires_grad_()  # [batch, pos, d_model]
     optimizer = torch.optim.Adam([embeds], lr=params.continuous_lr * rms_coordinate)
     trajectory = []
     for _ in range(params.continuous_steps):
