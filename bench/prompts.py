@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=32)
     parser.add_argument("--prompt-len", type=int, default=6)
     parser.add_argument("--continuous-steps", type=int, default=20)
+    parser.add_argument("--methods", default="gcg,continuous", help="comma-separated; each runs as its own run")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -62,7 +63,7 @@ def main() -> None:
         model = session.scalars(select(Model).where(Model.name == loaded.name, Model.revision == loaded.revision)).one()
         targets = select_targets(session, model, TargetRequest(top=args.targets, controls=args.targets))
 
-    for method in ("gcg", "continuous"):
+    for method in args.methods.split(","):
         params = SearchParams(
             prompt_len=args.prompt_len,
             max_steps=args.steps,
