@@ -17,6 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, Table, create_engine, event, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -123,6 +124,16 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     for chunk in _chunks(rows, BULK_CHUNK_ROWS):
         conn.execute(insert(table), list(chunk))
     return len(rows)
+
+
+def insert_unless_exists(conn: Connection, table: Table, values: Mapping[str, Any], unique: Sequence[str]) -> int | None:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the new row's id, or None when a row with
+    the same ``unique`` key exists, perhaps just committed by a concurrent writer."""
+    dialects = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    if conn.dialect.name not in dialects:
+        raise CatalogError(f"unsupported database {conn.dialect.name!r}: use SQLite or PostgreSQL")
+    statement = dialects[conn.dialect.name](table).values(**values).on_conflict_do_nothing(index_elements=list(unique))
+    return conn.scalar(statement.returning(table.c.id))
 
 
 def columns_to_rows(columns: Mapping[str, Iterable[Any]], **constants: Any) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -39,6 +40,16 @@ NAMING_CONVENTION = {
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+class NulFreeText(TypeDecorator[str]):
+    """Text stored with NUL shown as U+2400 '␀' on every backend: PostgreSQL text cannot hold NUL (raw_bytes keeps the exact bytes)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else value.replace("\x00", "\u2400")
 
 
 class Base(DeclarativeBase):
@@ -77,13 +88,13 @@ class Token(Base):
         ForeignKey("tokenizer.id", ondelete="CASCADE"), primary_key=True, comment="Tokenizer the token belongs to."
     )
     token_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="The token's id in its vocabulary.")
-    piece: Mapped[str] = mapped_column(Text, comment="Raw vocabulary entry as the tokenizer stores it (e.g. 'Ġthe', '▁the', '##s').")
-    text: Mapped[str] = mapped_column(Text, comment="Decoded text; undecodable bytes shown as U+FFFD.")
+    piece: Mapped[str] = mapped_column(NulFreeText, comment="Raw vocabulary entry as the tokenizer stores it (e.g. 'Ġthe', '▁the', '##s').")
+    text: Mapped[str] = mapped_column(NulFreeText, comment="Decoded text; undecodable bytes shown as U+FFFD.")
     raw_bytes: Mapped[bytes | None] = mapped_column(
         LargeBinary, comment="Exact bytes the token stands for; NULL for special tokens."
     )
     norm_key: Mapped[str | None] = mapped_column(
-        Text, comment="NFKC text with surrounding whitespace stripped: joins the same string across tokenizers; NULL if undecodable or empty."
+        NulFreeText, comment="NFKC text with surrounding whitespace stripped: joins the same string across tokenizers; NULL if undecodable or empty."
     )
     is_special: Mapped[bool] = mapped_column(Boolean, comment="Special / control / added special token.")
     is_byte: Mapped[bool] = mapped_column(Boolean, comment="Stands for one raw byte (byte-fallback '<0xNN>' or a single-byte BPE token).")

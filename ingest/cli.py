@@ -12,6 +12,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -19,7 +20,10 @@ from catalog.database import URL_ENV, CatalogError, current_revision, database_u
 from catalog.queries import RANKINGS, find_model, list_models, prompt_results, same_string_everywhere, top_anomalous
 from ingest.embedding_stats import StatsParams
 from ingest.pipeline import STAGES, ingest
+from ingest.distributed import ClusterOptions
 from ingest.prompts import METHODS, SearchParams
+from ingest.registry import DEFAULT_REGISTRY
+from ingest.reingest import reingest_registry, watch
 
 DEFAULT_TOP = 20
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -105,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=list(METHODS), help="only this method")
     p.add_argument("-n", "--limit", type=int, default=DEFAULT_TOP, help="rows to list (0: only the summary)")
     p.set_defaults(handler=cmd_prompt_results)
+
+    p = commands.add_parser("reingest", help="ingest what the model registry lists and the catalog lacks (for cron / timers)")
+    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="model registry file (default: models.toml)")
+    p.add_argument("--dry-run", action="store_true", help="only log what is pending; loads no weights, takes no lock")
+    p.add_argument("--watch", type=float, metavar="SECONDS", help="repeat every SECONDS until interrupted (for hosts without cron)")
+    p.add_argument("--lock", type=Path, help="lock file (default: one per database in the temp folder)")
+    p.add_argument("--device", default="cpu", help="torch device for tensor work (cpu, cuda, ...)")
+    p.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline",
+                   help="inline: compute here; local / slurm: compute on submitit workers (pip install glitchdex[cluster])")
+    p.add_argument("--jobs-folder", type=Path, default=Path("glitchdex-jobs"), help="submitit logs and results (shared with the cluster)")
+    p.add_argument("--partition", help="Slurm partition")
+    p.add_argument("--gpus-per-task", type=int, default=1, help="GPUs per Slurm task (one model per task)")
+    p.add_argument("--timeout-min", type=int, default=120, help="time limit of one worker task in minutes")
+    p.set_defaults(handler=cmd_reingest)
 
     p = commands.add_parser("db", help="schema migrations")
     p.add_argument("action", choices=["upgrade", "downgrade", "current"])
@@ -258,6 +276,24 @@ def cmd_prompt_results(args: argparse.Namespace) -> int:
                 f"{'yes' if r.greedy_emits else 'no':<6} {'yes' if r.reencodes else 'no':<5}  {r.piece!r} <- {r.prompt_text!r}"
             )
     return 0
+
+
+def cmd_reingest(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s glitchdex %(levelname)s %(message)s", stream=sys.stderr)
+    engine = make_engine(args.db)
+    cluster = None
+    if args.executor != "inline":
+        cluster = ClusterOptions(
+            executor=args.executor, folder=args.jobs_folder, device=args.device, partition=args.partition,
+            gpus_per_task=args.gpus_per_task, timeout_min=args.timeout_min,
+        )
+
+    def cycle() -> int:
+        return reingest_registry(engine, args.registry, lock_path=args.lock, dry_run=args.dry_run, device=args.device, cluster=cluster)
+
+    if args.watch:
+        watch(cycle, args.watch)  # until interrupted
+    return cycle()
 
 
 def cmd_db(args: argparse.Namespace) -> int:

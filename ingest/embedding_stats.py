@@ -43,6 +43,7 @@ class StatsParams:
     n_neighbors: int = 10
     kmeans_batch_size: int = 8192
     bootstrap_fraction: float = 0.001
+    bootstrap_refinements: int = 1
 
 
 @dataclass
@@ -212,7 +213,13 @@ def compute_embedding_stats(
     if bootstrapped:
         eligible = ~torch.isin(ids, torch.as_tensor(list(special_ids), dtype=torch.long)).to(device)
         reference_rows = centroid_bootstrap_rows(centroid_dist, eligible, params.bootstrap_fraction)
-    unused_cos = unused_token_similarity(U, reference_rows)
+        unused_cos = unused_token_similarity(U, reference_rows)
+        for _ in range(params.bootstrap_refinements):
+            # Centroid-nearest rows include ordinary words; the rows most like them after PC removal are purer.
+            reference_rows = torch.argsort(torch.where(eligible, unused_cos, -torch.inf), descending=True)[: reference_rows.numel()]
+            unused_cos = unused_token_similarity(U, reference_rows)
+    else:
+        unused_cos = unused_token_similarity(U, reference_rows)
 
     embed_norm_pct = low_is_anomalous_pct(embed_norm)
     centroid_dist_pct = low_is_anomalous_pct(centroid_dist)

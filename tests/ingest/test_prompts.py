@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,10 @@ from catalog.queries import find_model, prompt_results
 from catalog.schema import IngestRun, PromptSearch
 from ingest.cli import main
 from ingest.loading import LoadedModel
+from ingest.pipeline import ingest
 from ingest.prompt_stage import Target, catalog_ban_rules, run_prompt_search, special_prefix_ids
 from ingest.prompts import PromptLM, SearchParams, ban_rules, continuous_search, gcg_search, score_targets
+from tests.conftest import SMOLLM2, fresh_database
 
 TINY_VOCAB = 300
 TINY = dict(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8)
@@ -119,14 +120,13 @@ def test_searches_run_in_bfloat16():
 
 
 @pytest.fixture
-def catalog(smollm2_catalog: Engine, tmp_path: Path) -> Engine:
-    """A writable copy of the shared SmolLM2 catalog."""
-    copy = tmp_path / "prompts.sqlite"
-    with sqlite3.connect(smollm2_catalog.url.database) as source, sqlite3.connect(copy) as target:
-        source.backup(target)
-    engine = make_engine(f"sqlite:///{copy}")
-    yield engine
-    engine.dispose()
+def catalog(smollm2: LoadedModel, tmp_path: Path) -> Engine:
+    """A writable catalog with SmolLM2's tokens (no embedding statistics: the requested targets need none)."""
+    with fresh_database(tmp_path) as url:
+        engine = make_engine(url)
+        ingest(SMOLLM2, engine, stages=("tokenizer_facts",), loaded=smollm2)
+        yield engine
+        engine.dispose()
 
 
 def test_gcg_finds_prompt_for_common_token(smollm2: LoadedModel, smollm2_catalog: Engine):
