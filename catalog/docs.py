@@ -17,8 +17,10 @@ from catalog.schema import Base
 HEADER = """# Catalog schema
 
 Generated from `catalog/schema.py` by `python -m catalog.docs > docs/schema.md`; do not edit by hand.
-Every stage writes rows tagged with the `ingest_run` that produced them; only runs with
-`status = 'succeeded'` ever have rows, and the latest succeeded run of a stage is the current one.
+Every stage writes rows tagged with the `ingest_run` that produced them; the latest run with
+`status = 'succeeded'` of a stage is the current one. One-transaction stages leave no rows from
+other runs; resumable stages (`probes`, `prompt_search`) keep the rows of an unfinished run for the next
+attempt, so always join on a succeeded run.
 """
 
 

@@ -339,3 +339,52 @@ class ProbeDeterminism(Base):
     batch_size: Mapped[int] = mapped_column(comment="Batch size of the re-run.")
     output_ids: Mapped[str] = mapped_column(Text, comment="Space-separated ids of the re-run's greedy output.")
     changed: Mapped[bool] = mapped_column(Boolean, comment="The greedy output differs from the one stored in probe_result.")
+
+class PromptSearch(Base):
+    __tablename__ = "prompt_search"
+    __table_args__ = (
+        ForeignKeyConstraint(["tokenizer_id", "token_id"], ["token.tokenizer_id", "token.token_id"]),
+        {
+            "comment": "Best prompt found for making a model output a target token next, per prompt_search run, target and method. "
+            "Hyperparameters are in the run's params; rows appear per finished target, so read only succeeded runs."
+        },
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The prompt_search run.")
+    token_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="Target token id.")
+    method: Mapped[str] = mapped_column(
+        String(12),
+        primary_key=True,
+        comment="'gcg' (discrete gradient-guided token swaps) or 'continuous' (optimised embeddings snapped to the nearest allowed tokens).",
+    )
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model (denormalised for joins).")
+    tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
+    target_role: Mapped[str] = mapped_column(
+        String(12), comment="Why the token was searched: 'anomalous' (top by anomaly_score), 'control' (random normal token) or 'requested'."
+    )
+    prompt_ids: Mapped[str] = mapped_column(Text, comment="Space-separated ids of the best prompt (after the model's BOS, if it uses one).")
+    prompt_text: Mapped[str] = mapped_column(Text, comment="The best prompt decoded to text.")
+    target_logprob: Mapped[float] = mapped_column(Float, comment="Log-probability of the target as the next token after the prompt.")
+    target_rank: Mapped[int] = mapped_column(comment="Rank of the target among next tokens; 1 = greedy next token.")
+    margin: Mapped[float] = mapped_column(Float, comment="Target logit minus the highest other logit; > 0 iff the target is the greedy next token.")
+    relaxed_logprob: Mapped[float | None] = mapped_column(
+        Float, comment="Continuous method: target log-prob from the un-snapped embeddings, an optimistic bound; NULL for gcg."
+    )
+    greedy_emits: Mapped[bool] = mapped_column(Boolean, comment="Greedy decoding from the prompt ids (through the model's input_ids path) emits the target first.")
+    reencodes: Mapped[bool] = mapped_column(Boolean, comment="Decoding the prompt to text and encoding it again gives back the same ids.")
+    prompt_contains_target: Mapped[bool] = mapped_column(
+        Boolean, comment="The decoded prompt contains the target's (stripped) text, spelt with other tokens."
+    )
+    anomalous_allowed: Mapped[bool] = mapped_column(
+        Boolean, comment="The catalog's most anomalous tokens (count in the run's params) were allowed in the prompt."
+    )
+    n_banned: Mapped[int] = mapped_column(comment="Token ids banned from this target's prompt (target, tokens containing its text, specials, ...).")
+    steps: Mapped[int] = mapped_column(comment="Optimisation steps spent.")
+    n_evaluations: Mapped[int] = mapped_column(comment="Prompts scored by a forward pass (candidates and gradient passes).")
+    seconds: Mapped[float] = mapped_column(Float, comment="Wall time the target spent in its batch (shared with the batch's other targets).")
+    device: Mapped[str] = mapped_column(String(40), comment="torch device the search ran on.")
+    seed: Mapped[int] = mapped_column(BigInteger, comment="Seed of this target's random draws (from the run's seed and the token id).")
+    loss_trajectory: Mapped[list[float] | None] = mapped_column(
+        JSON, comment="Loss (negative target log-prob) after every step, if kept; JSON array."
+    )
+    finished_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, comment="When this target's search finished (UTC).")

@@ -12,24 +12,39 @@ import importlib.util
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import torch
+
 import dashboard
 from catalog.database import URL_ENV, CatalogError, current_revision, database_url, downgrade, ensure_schema, head_revision, make_engine, session_factory, upgrade
-from catalog.queries import RANKINGS, indicator_precision, list_models, probe_transcripts, same_string_everywhere, token_verdicts, top_anomalous
+from catalog.queries import (
+    RANKINGS,
+    find_model,
+    indicator_precision,
+    list_models,
+    probe_transcripts,
+    prompt_results,
+    same_string_everywhere,
+    token_verdicts,
+    top_anomalous,
+)
 from catalog.schema import IngestRun
 from ingest.distributed import ClusterOptions
 from ingest.embedding_stats import StatsParams
 from ingest.pipeline import STAGES, ingest
 from ingest.probes import MODES, TEMPLATES_BY_NAME
+from ingest.prompts import METHODS, SearchParams
 from ingest.registry import DEFAULT_REGISTRY
 from ingest.reingest import reingest_registry, watch
 from ingest.verdicts import VERDICTS, Thresholds
 
 DEFAULT_TOP = 20
 DASHBOARD_PORT = 8501
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +101,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="localhost", help="interface to listen on (0.0.0.0: every interface)")
     p.add_argument("--headless", action="store_true", help="do not open a browser window")
     p.set_defaults(handler=cmd_dashboard)
+    p = commands.add_parser("prompts", help="search prompts that make a model output given tokens (resumable)")
+    p.add_argument("model", help="catalogued model: id, name, spec or unique name fragment")
+    p.add_argument("--top", type=int, default=0, help="search the N most anomalous tokens (by anomaly_score)")
+    p.add_argument("--controls", type=int, default=0, help="and N random normal tokens as controls")
+    p.add_argument("--tokens", type=_id_list, default=(), help="and these comma-separated token ids")
+    p.add_argument("--texts", nargs="+", default=(), help="and the tokens whose decoded text is exactly one of these")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--prompt-len", type=int, default=SearchParams.prompt_len, help="prompt tokens to optimise")
+    p.add_argument("--steps", type=int, default=SearchParams.max_steps, help="gcg: step budget per target")
+    p.add_argument("--top-k", type=int, default=SearchParams.top_k, help="gcg: swap candidates per position from the gradient")
+    p.add_argument("--candidates", type=int, default=SearchParams.n_candidates, help="gcg: prompts scored exactly per target and step")
+    p.add_argument("--slots", type=int, default=SearchParams.n_slots, help="targets optimised at once")
+    p.add_argument("--continuous-steps", type=int, default=SearchParams.continuous_steps, help="continuous: optimiser steps")
+    p.add_argument("--continuous-lr", type=float, default=SearchParams.continuous_lr, help="continuous: Adam step in RMS-coordinate units")
+    p.add_argument("--snap-penalty", type=float, default=SearchParams.snap_penalty, help="continuous: weight of the nearest-token distance")
+    p.add_argument("--init-spread", type=float, default=SearchParams.continuous_init_spread, help="continuous: start at centroid + SPREAD * (random token - centroid)")
+    p.add_argument("--allow-anomalous", action="store_true", help="let prompts use the catalog's most anomalous tokens")
+    p.add_argument("--anomalous", type=int, default=SearchParams.n_anomalous, help="how many top anomalous tokens count as anomalous for the ban")
+    p.add_argument("--seed", type=int, default=SearchParams.seed, help="seed of the controls and of every target's search")
+    p.add_argument("--no-trajectory", action="store_true", help="do not store the per-step loss")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32", help="model weights dtype (bfloat16 for GPUs)")
+    p.add_argument("--eval-chunk", type=int, default=512, help="prompts per forward when scoring candidates (memory bound; results unchanged)")
+    p.add_argument("--force", action="store_true", help="start a new run even if one with these params succeeded or can be resumed")
+    p.set_defaults(handler=cmd_prompts)
+
+    p = commands.add_parser("prompt-results", help="prompt-search results of a model, hardest targets first")
+    p.add_argument("model", help="model id, name, spec or unique name fragment")
+    p.add_argument("--method", choices=list(METHODS), help="only this method")
+    p.add_argument("-n", "--limit", type=int, default=DEFAULT_TOP, help="rows to list (0: only the summary)")
+    p.set_defaults(handler=cmd_prompt_results)
 
     p = commands.add_parser("reingest", help="ingest what the model registry lists and the catalog lacks (for cron / timers)")
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="model registry file (default: models.toml)")
@@ -215,6 +261,83 @@ def cmd_dashboard(args: argparse.Namespace) -> NoReturn:
     command += ["--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
     # Become the Streamlit server, so that signals (Ctrl-C, a service manager's SIGTERM) reach it directly.
     os.execve(sys.executable, command, {**os.environ, URL_ENV: url})
+
+def _id_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token ids, got {text!r}") from None
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from ingest.loading import load
+    from ingest.prompt_stage import TargetRequest, run_prompt_search, select_targets
+
+    engine = make_engine(args.db)
+    ensure_schema(engine)
+    params = SearchParams(
+        prompt_len=args.prompt_len,
+        max_steps=args.steps,
+        top_k=args.top_k,
+        n_candidates=args.candidates,
+        n_slots=args.slots,
+        continuous_steps=args.continuous_steps,
+        continuous_lr=args.continuous_lr,
+        snap_penalty=args.snap_penalty,
+        continuous_init_spread=args.init_spread,
+        allow_anomalous=args.allow_anomalous,
+        n_anomalous=args.anomalous,
+        seed=args.seed,
+        keep_trajectory=not args.no_trajectory,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+    )
+    request = TargetRequest(top=args.top, controls=args.controls, token_ids=args.tokens, texts=tuple(args.texts), seed=args.seed)
+    with session_factory(engine)() as session:
+        model = find_model(session, args.model)
+        targets = select_targets(session, model, request)
+        spec, revision = model.spec, model.revision
+    print(f"searching prompts for {len(targets)} target(s) of {model.name}", file=sys.stderr)
+    loaded = load(spec, dtype=DTYPES[args.dtype], device=args.device)
+    if loaded.revision != revision:
+        raise CatalogError(f"{spec!r} now loads revision {loaded.revision[:12]}, not the catalogued {revision[:12]}: re-ingest it first")
+    result = run_prompt_search(
+        engine, loaded, targets, params, device=args.device, force=args.force, eval_chunk=args.eval_chunk, on_result=_print_prompt_row
+    )
+    detail = f" ({result.detail})" if result.detail else ""
+    print(f"prompt_search: {result.status}, run {result.run_id}, {result.n_rows} rows, {result.seconds:.1f}s{detail}", file=sys.stderr)
+    return 0
+
+
+def _print_prompt_row(row: dict) -> None:
+    print(
+        f"  {row['method']:<10} {row['token_id']:>7} {row['target_role']:<9} rank {row['target_rank']:>5} "
+        f"logprob {row['target_logprob']:>7.2f} steps {row['steps']:>4} greedy {'yes' if row['greedy_emits'] else 'no ':<3} "
+        f"{row['prompt_text']!r}",
+        file=sys.stderr,
+    )
+
+
+def cmd_prompt_results(args: argparse.Namespace) -> int:
+    engine = make_engine(args.db)
+    ensure_schema(engine)
+    with session_factory(engine)() as session:
+        rows = prompt_results(session, args.model, args.method)
+    if not rows:
+        print("no prompt-search results: run `glitchdex prompts MODEL --top N --controls N`")
+        return 0
+    print(f"prompt-search success (greedy emits the target) for {rows[0].model}:")
+    totals = Counter((r.method, r.target_role) for r in rows)
+    hits = Counter((r.method, r.target_role) for r in rows if r.greedy_emits)
+    for (method, role), total in sorted(totals.items()):
+        print(f"  {method:<10} {role:<9} {hits[method, role]:>4}/{total:<4} ({hits[method, role] / total:.0%})")
+    if args.limit:
+        print(f"{'method':<10} {'id':>7} {'role':<9} {'rank':>5} {'logprob':>8} {'greedy':<6} {'reenc':<5}  piece -> prompt")
+        for r in rows[: args.limit]:
+            print(
+                f"{r.method:<10} {r.token_id:>7} {r.target_role:<9} {r.target_rank:>5} {r.target_logprob:>8.2f} "
+                f"{'yes' if r.greedy_emits else 'no':<6} {'yes' if r.reencodes else 'no':<5}  {r.piece!r} <- {r.prompt_text!r}"
+            )
+    return 0
 
 
 def cmd_reingest(args: argparse.Namespace) -> int:
