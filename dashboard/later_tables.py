@@ -1,14 +1,14 @@
-"""Tables that later stages add (probes and verdicts, found prompts, nokens), found by reflection.
+"""Tables of the later stages (probes and verdicts, found prompts, nokens), found by reflection.
 
-They are built on other branches, so this module assumes no more about them than:
+A catalog may sit at an older revision than the code that reads it, so this module assumes no
+more about them than:
 
-- verdicts: a table ``VERDICT_TABLE`` with columns ``run_id`` (-> ingest_run), ``token_id``
-  and ``verdict``; the latest succeeded run of a model holding verdicts is the current one;
-- per-token results (probe transcripts, found prompts, ...): every table with ``run_id``
-  and ``token_id`` columns that the token page does not already show, listed as stored;
+- verdicts: the probes stage's ``VERDICT_TABLE`` with columns ``run_id`` (-> ingest_run),
+  ``token_id`` and ``verdict``; the latest succeeded run of a model holding verdicts is the current one;
+- per-token results (probe transcripts in ``probe_result``, found prompts in ``prompt_search``,
+  ...): every table with ``run_id`` and ``token_id`` columns that the token page does not
+  already show, listed with the rows of succeeded runs;
 - nokens: tables whose names start with ``NOKEN_PREFIX``, listed as stored.
-
-Richer, column-aware views belong to the merge that brings those tables in.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sqlalchemy.schema import MetaData
 
 from catalog.schema import IngestRun, Model, Token
 
-VERDICT_TABLE = "verdict"
+VERDICT_TABLE = "token_verdict"
 NOKEN_PREFIX = "noken"
 SHOWN_ELSEWHERE = frozenset({"embedding_stat", "neighbor"})
 ROW_LIMIT = 500

@@ -220,16 +220,17 @@ def test_saved_questions_answer_on_a_two_model_catalog(two_model_url, example):
 
 
 def add_later_stage_tables(url: str) -> None:
-    """A verdict table and a noken table of the minimal shape the dashboard relies on, with rows."""
+    """Verdicts of a probes run and a noken table of the minimal shape the dashboard relies on, with rows."""
     with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-        conn.execute("CREATE TABLE verdict (run_id INTEGER, token_id INTEGER, verdict TEXT, PRIMARY KEY (run_id, token_id))")
         conn.execute("CREATE TABLE noken_experiment (id INTEGER PRIMARY KEY, note TEXT)")
         run_id = conn.execute(
             "INSERT INTO ingest_run (model_id, stage, params, params_hash, code_version, status, started_at, finished_at) "
             "VALUES (1, 'probes', '{}', 'h', 'test', 'succeeded', '2026-01-01', '2026-01-01') RETURNING id"
         ).fetchone()[0]
         conn.executemany(
-            "INSERT INTO verdict VALUES (?, ?, ?)", [(run_id, FIRSTSUM, "verified"), (run_id, 46687, "verified"), (run_id, 1000, "rejected")]
+            "INSERT INTO token_verdict (run_id, token_id, model_id, tokenizer_id, selected_by, verdict, n_probes, n_passed) "
+            "VALUES (?, ?, 1, 1, 'anomaly_score', ?, 4, 0)",
+            [(run_id, FIRSTSUM, "verified"), (run_id, 46687, "verified"), (run_id, 1000, "rejected")],
         )
         conn.execute("INSERT INTO noken_experiment (note) VALUES ('a noken')")
 
@@ -247,7 +248,7 @@ def test_later_stage_tables_appear_once_they_exist(catalog_copy, open_page):
     assert verdicts[FIRSTSUM] == "verified" and verdicts.isna().sum() == len(table) - 2
 
     token = open_page(catalog_copy, "page_token.py", tokenizer=SMOLLM2_TOKENIZER, token=str(FIRSTSUM))
-    assert "**`verdict`**" in texts(token.markdown)
+    assert "**`token_verdict`**" in texts(token.markdown)
 
     nokens = open_page(catalog_copy, "page_nokens.py")
     assert nokens.dataframe[0].value["note"].tolist() == ["a noken"]
