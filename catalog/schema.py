@@ -153,11 +153,17 @@ class IngestRun(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, comment="Surrogate key.")
     model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model the stage ran for.")
-    stage: Mapped[str] = mapped_column(String(40), comment="tokenizer_facts or embedding_stats (later stages add theirs).")
+    stage: Mapped[str] = mapped_column(String(40), comment="tokenizer_facts, embedding_stats, probes or prompt_search.")
     params: Mapped[dict[str, Any]] = mapped_column(comment="Parameters as JSON (seeds, k, thresholds, reference-token rule, ...).")
     params_hash: Mapped[str] = mapped_column(String(64), comment="sha256 of the canonical JSON params: a stage is skipped when a succeeded run has the same hash.")
     code_version: Mapped[str] = mapped_column(String(40), comment="glitchdex version that ran it.")
-    status: Mapped[str] = mapped_column(String(12), comment="running, succeeded or failed; only succeeded runs' rows are ever present.")
+    status: Mapped[str] = mapped_column(
+        String(12),
+        comment=(
+            "running, succeeded or failed. Read rows of succeeded runs only: resumable stages (probes, prompt_search) "
+            "keep an unfinished run's rows for the next attempt."
+        ),
+    )
     error: Mapped[str | None] = mapped_column(Text, comment="One-line error of a failed run.")
     device: Mapped[str | None] = mapped_column(String(40), comment="torch device the stage computed on.")
     n_rows: Mapped[int | None] = mapped_column(comment="Rows written by the run.")
