@@ -61,7 +61,8 @@ def verdict_counts(session: Session) -> pd.DataFrame | None:
         .group_by(Model.name, table.c.verdict)
         .order_by(Model.name, table.c.verdict)
     )
-    return pd.DataFrame(result.all(), columns=list(result.keys()))
+    counts = pd.DataFrame(result.all(), columns=list(result.keys()))
+    return None if counts.empty else counts  # the table exists from migration 0002 on, verdicts only after a probe run
 
 
 def with_verdict(session: Session, query: Select, model_id: int) -> Select:
@@ -71,6 +72,8 @@ def with_verdict(session: Session, query: Select, model_id: int) -> Select:
         return query
     latest = _latest_runs_with_rows(table)
     run_id = session.scalar(select(latest.c.run_id).where(latest.c.model_id == model_id))
+    if run_id is None:
+        return query
     return query.add_columns(table.c.verdict).outerjoin(
         table, (table.c.run_id == run_id) & (table.c.token_id == Token.token_id)
     )
