@@ -81,6 +81,16 @@ def latest_run_id(session: Session, model_id: int, stage: str) -> int | None:
     )
 
 
+def require_run(session: Session, model_name: str, stage: str, missing: str) -> tuple[Model, int]:
+    """The catalogued model and its latest succeeded ``stage`` run; else a one-line error, ``missing``
+    saying what is lacking (``{spec}`` becomes the model's spec)."""
+    model = find_model(session, model_name)
+    run_id = latest_run_id(session, model.id, stage)
+    if run_id is None:
+        raise CatalogError(f"model {model.name!r} {missing.format(spec=model.spec)}")
+    return model, run_id
+
+
 def top_anomalous_query(run_id: int, by: str = "anomaly_score", include_special: bool = False) -> Select:
     if by not in RANKINGS:
         raise CatalogError(f"unknown ranking {by!r}; choose one of {', '.join(RANKINGS)}")
@@ -108,10 +118,7 @@ def top_anomalous_query(run_id: int, by: str = "anomaly_score", include_special:
 def top_anomalous(
     session: Session, model_name: str, limit: int = 20, by: str = "anomaly_score", include_special: bool = False
 ) -> list[AnomalousToken]:
-    model = find_model(session, model_name)
-    run_id = latest_run_id(session, model.id, "embedding_stats")
-    if run_id is None:
-        raise CatalogError(f"model {model.name!r} has no embedding statistics yet (tokenizer-only or not ingested)")
+    _, run_id = require_run(session, model_name, "embedding_stats", "has no embedding statistics yet (tokenizer-only or not ingested)")
     rows = session.execute(top_anomalous_query(run_id, by, include_special).limit(limit)).all()
     return [AnomalousToken(**row._mapping) for row in rows]
 
@@ -225,11 +232,7 @@ class PrecisionRow:
 
 
 def _probes_run(session: Session, model_name: str) -> tuple[Model, int]:
-    model = find_model(session, model_name)
-    run_id = latest_run_id(session, model.id, "probes")
-    if run_id is None:
-        raise CatalogError(f"model {model.name!r} has not been probed yet: run `glitchdex probe {model.spec}`")
-    return model, run_id
+    return require_run(session, model_name, "probes", "has not been probed yet: run `glitchdex probe {spec}`")
 
 
 def token_verdicts(session: Session, model_name: str, verdict: str | None = None, limit: int | None = None) -> list[TokenVerdictRow]:

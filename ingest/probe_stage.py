@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError, bulk_insert, ensure_schema
-from catalog.queries import RANKINGS, find_model, latest_run_id, top_anomalous_query
+from catalog.queries import RANKINGS, require_run, top_anomalous_query
 from catalog.schema import IndicatorPrecision, Model, ProbeDeterminism, ProbeResult, ProbeTemplate, Token, TokenVerdict
 from ingest.loading import LoadedModel, is_causal_lm
 from ingest.pipeline import ResumableWork, StageResult, run_resumable_stage
@@ -71,11 +71,7 @@ class Selection:
 
 def require_embedding_stats(session: Session, model_name: str) -> tuple[Model, int]:
     """The catalogued model and its latest embedding_stats run, or a one-line error saying what to run first."""
-    model = find_model(session, model_name)
-    run_id = latest_run_id(session, model.id, "embedding_stats")
-    if run_id is None:
-        raise CatalogError(f"model {model.name!r} has no embedding statistics: run `glitchdex ingest {model.spec}` first")
-    return model, run_id
+    return require_run(session, model_name, "embedding_stats", "has no embedding statistics: run `glitchdex ingest {spec}` first")
 
 
 def probe(

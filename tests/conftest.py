@@ -9,6 +9,7 @@ is a fresh database on that server, dropped afterwards.
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,22 +40,40 @@ def on_postgresql() -> bool:
 
 
 @contextmanager
-def fresh_database(folder: Path) -> Iterator[str]:
-    """URL of a new, empty database: a SQLite file in ``folder``, or a PostgreSQL database dropped on exit."""
+def fresh_database(folder: Path, template: Engine | None = None) -> Iterator[str]:
+    """URL of a new database: a SQLite file in ``folder``, or a PostgreSQL database dropped on exit.
+
+    Empty, or a copy of the catalog behind ``template``.
+    """
     admin_url = os.environ.get(TEST_DATABASE_ENV)
     if not admin_url:
-        yield sqlite_url(folder / "catalog.sqlite")
+        path = folder / "catalog.sqlite"
+        if template is not None:
+            _copy_sqlite(template.url.database, path)
+        yield sqlite_url(path)
         return
     name = f"glitchdex_test_{uuid.uuid4().hex[:16]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
+        if template is not None:
+            template.dispose()  # CREATE DATABASE ... TEMPLATE needs the source without open sessions
+        copy = f' TEMPLATE "{template.url.database}"' if template is not None else ""
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def _copy_sqlite(source: str, target: Path) -> None:
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """The probes stage on SmolLM2-135M: verdicts, precision, determinism, resumption, CLI errors."""
 
-import sqlite3
 
 import pytest
 from sqlalchemy import func, select
@@ -12,7 +11,7 @@ from catalog.schema import IngestRun, ProbeDeterminism, ProbeResult, TokenVerdic
 from ingest import probes as probes_module
 from ingest.cli import main
 from ingest.probe_stage import ProbeParams, probe
-from tests.conftest import SMOLLM2, sqlite_url
+from tests.conftest import SMOLLM2, fresh_database
 
 # Small on purpose: two quick templates, top 3 per indicator, 2 controls.
 SMALL = ProbeParams(top=3, controls=2, templates=("echo_fewshot", "continue_list"), determinism_sample=2)
@@ -24,28 +23,19 @@ CHUNK = 4
 @pytest.fixture
 def catalog(smollm2_catalog, tmp_path):
     """A private copy of the shared SmolLM2 catalog that a test may write to."""
-    path = tmp_path / "probes.sqlite"
-    source = sqlite3.connect(smollm2_catalog.url.database)
-    target = sqlite3.connect(path)
-    source.backup(target)
-    source.close()
-    target.close()
-    engine = make_engine(sqlite_url(path))
-    yield engine
-    engine.dispose()
+    with fresh_database(tmp_path, template=smollm2_catalog) as url:
+        engine = make_engine(url)
+        yield engine
+        engine.dispose()
 
 
 @pytest.fixture(scope="module")
 def candidate_run(smollm2, smollm2_catalog, tmp_path_factory):
-    path = tmp_path_factory.mktemp("candidates") / "catalog.sqlite"
-    source, target = sqlite3.connect(smollm2_catalog.url.database), sqlite3.connect(path)
-    source.backup(target)
-    source.close()
-    target.close()
-    engine = make_engine(sqlite_url(path))
-    result = probe(smollm2, engine, SMALL)
-    yield engine, result
-    engine.dispose()
+    with fresh_database(tmp_path_factory.mktemp("candidates"), template=smollm2_catalog) as url:
+        engine = make_engine(url)
+        result = probe(smollm2, engine, SMALL)
+        yield engine, result
+        engine.dispose()
 
 
 def _top_candidates(engine, n=3):
