@@ -55,10 +55,16 @@ def fresh_database(folder: Path, template: Engine | None = None) -> Iterator[str
     name = f"glitchdex_test_{uuid.uuid4().hex[:16]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
-        if template is not None:
-            template.dispose()  # CREATE DATABASE ... TEMPLATE needs the source without open sessions
-        copy = f' TEMPLATE "{template.url.database}"' if template is not None else ""
+        copy = ""
         with admin.connect() as conn:
+            if template is not None:
+                # CREATE DATABASE ... TEMPLATE needs the source without sessions; engines elsewhere reconnect (pre-ping).
+                template.dispose()
+                conn.execute(
+                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"),
+                    {"db": template.url.database},
+                )
+                copy = f' TEMPLATE "{template.url.database}"'
             conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
         with admin.connect() as conn:
