@@ -6,6 +6,16 @@ import streamlit as st
 
 from dashboard import data, nav
 
+
+def table_or_note(title: str, frame: pd.DataFrame, empty_note: str) -> None:
+    """A titled table, or a caption saying why it is empty."""
+    st.subheader(title)
+    if frame.empty:
+        st.caption(empty_note)
+    else:
+        st.dataframe(frame, hide_index=True)
+
+
 SEARCH_BUTTONS = 20
 
 
@@ -50,19 +60,12 @@ def token_details(tokenizer_id: int, token_id: int) -> None:
     st.subheader("Tokenizer facts")
     st.dataframe(facts_table(facts), hide_index=True)
 
-    st.subheader("Indicators per model")
-    stats = data.token_stats(tokenizer_id, token_id)
-    if stats.empty:
-        st.caption("No model with embedding statistics uses this tokenizer.")
-    else:
-        st.dataframe(stats, hide_index=True)
-
-    st.subheader("Nearest neighbours (input embeddings)")
-    neighbors = data.token_neighbors(tokenizer_id, token_id)
-    if neighbors.empty:
-        st.caption("Neighbours are stored only for each model's most anomalous tokens.")
-    else:
-        st.dataframe(neighbors, hide_index=True)
+    table_or_note("Indicators per model", data.token_stats(tokenizer_id, token_id), "No model with embedding statistics uses this tokenizer.")
+    table_or_note(
+        "Nearest neighbours (input embeddings)",
+        data.token_neighbors(tokenizer_id, token_id),
+        "Neighbours are stored only for each model's most anomalous tokens.",
+    )
 
     st.subheader("Probes, verdicts and found prompts")
     stage_rows = data.token_stage_rows(tokenizer_id, token_id)
@@ -91,3 +94,4 @@ if chosen is None:
     st.info("Search a token above, or open one from a model's token table.")
 else:
     token_details(*chosen)
+
