@@ -129,6 +129,7 @@ def top_anomalous(
 class ModelSummary:
     id: int
     name: str
+    spec: str
     source_kind: str
     architecture: str | None
     vocab_size: int
@@ -155,6 +156,7 @@ def list_models(session: Session) -> list[ModelSummary]:
         select(
             Model.id,
             Model.name,
+            Model.spec,
             Model.source_kind,
             Model.architecture,
             Model.vocab_size,
