@@ -1,6 +1,8 @@
 """The nokens stage on SmolLM2-135M: rows land in SQL, vectors reproduce, a real token's own embedding behaves as the token."""
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError, make_engine
 from catalog.queries import noken_runs, noken_summary, noken_transcripts
+from catalog.readonly import run_readonly_sql
 from catalog.schema import IngestRun, Model, Noken, NokenNeighbor, NokenProbeResult, ProbeResult, ProbeTemplate, Token, TokenVerdict
 from ingest.cli import main
 from ingest.noken_stage import NokenParams, build_space, run_nokens, token_groups
@@ -22,6 +25,7 @@ GENERATORS = GeneratorParams(n_random=1, n_pairs=1, alphas=(0.0, 1.0), n_sources
 # The anomalous group is the top 3 by anomaly_score: exactly the tokens the probes stage below takes for that indicator.
 INPUT = NokenParams(generator_params=GENERATORS, templates=TEMPLATES, n_anomalous=3, n_normal=8)
 RESIDUAL = dataclasses.replace(INPUT, space="residual", layer=6, generators=("gaussian_typical", "interpolation", "direction_sweep"))
+NOKENS_DOC = Path(__file__).parents[2] / "docs" / "nokens.md"
 N_INPUT = 1 + 1 + 1 + 2 + 2 * 2 + 1  # gaussian, shell, centroid, interpolation, scaled (normal + anomalous), sweep
 
 
@@ -185,3 +189,18 @@ def test_cli_reports_and_errors(runs, capsys):
     assert capsys.readouterr().err.startswith("glitchdex: error: no model")
     assert main(["--db", url, "nokens", SMOLLM2, "--scales", "1,x"]) == 2
     assert "--scales takes comma-separated numbers" in capsys.readouterr().err
+
+
+def _doc_queries(dialects: set[str]) -> list[str]:
+    blocks = re.findall(r"```(\w+)\n(.*?)```", NOKENS_DOC.read_text(), flags=re.S)
+    return [sql for language, sql in blocks if language in dialects]
+
+
+def test_every_sql_question_in_the_docs_answers(runs):
+    engine, _, _ = runs
+    url = engine.url.render_as_string(hide_password=False)
+    dialects = {"sql", engine.dialect.name}
+    queries = _doc_queries(dialects)
+    assert len(queries) >= (4 if engine.dialect.name == "sqlite" else 3)
+    for sql in queries:
+        assert run_readonly_sql(sql, url).rows, sql
