@@ -37,9 +37,9 @@ from catalog.queries import (
 from catalog.schema import IngestRun
 from ingest.distributed import ClusterOptions
 from ingest.embedding_stats import StatsParams
-from ingest.pipeline import STAGES, ingest
 from ingest.noken_stage import SPACES, NokenParams
 from ingest.nokens import GENERATORS, GeneratorParams
+from ingest.pipeline import STAGES, ingest
 from ingest.probes import INSERTION_MODES, MODES, TEMPLATES_BY_NAME
 from ingest.prompts import METHODS, SearchParams
 from ingest.registry import DEFAULT_REGISTRY

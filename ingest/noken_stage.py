@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError, bulk_insert, ensure_schema
 from catalog.queries import top_anomalous_query
-from catalog.schema import Model, Noken, NokenNeighbor, NokenProbeResult, Token
-from ingest.loading import LoadedModel, is_causal_lm
+from catalog.schema import Noken, NokenNeighbor, NokenProbeResult, Token
+from ingest.loading import LoadedModel
 from ingest.nokens import GENERATORS, Generated, GeneratorParams, VectorSpace, describe_vectors, generate, vector_bytes
 from ingest.pipeline import ResumableWork, StageResult, run_resumable_stage
-from ingest.probe_stage import outcome_fields, require_embedding_stats, upsert_templates
+from ingest.probe_stage import outcome_fields, require_catalogued_stats, require_causal_lm, upsert_templates
 from ingest.probes import INSERTION_MODES, TEMPLATES, Insertion, Prober, Template, decoder_layers, slot_activations, templates_named
 from ingest.verdicts import ProbeOutcome, Thresholds, verdict
 
@@ -91,16 +91,12 @@ def run_nokens(
     show_progress: bool = False,
 ) -> StageResult:
     """Run the nokens stage for a loaded causal LM that the catalog holds with embedding statistics."""
-    if loaded.model is None or not is_causal_lm(loaded.config):
-        raise CatalogError(f"{loaded.name!r} has no language-model head: nokens are probed through a causal LM")
+    require_causal_lm(loaded, "nokens are probed through a causal LM")
     params.check(len(decoder_layers(loaded.model)))
     ensure_schema(engine)
     templates = templates_named(params.templates)
     with Session(engine) as session, session.begin():
-        model = session.scalar(select(Model).where(Model.name == loaded.name, Model.revision == loaded.revision))
-        if model is None:
-            raise CatalogError(f"model {loaded.name!r} is not in the catalog: run `glitchdex ingest {loaded.spec}` first")
-        model, stats_run = require_embedding_stats(session, str(model.id))
+        model, stats_run = require_catalogued_stats(session, loaded)
         model_id, tokenizer_id = model.id, model.tokenizer_id
         template_ids = upsert_templates(session.connection(), templates)
         groups = token_groups(session.connection(), params, stats_run, tokenizer_id)
