@@ -41,7 +41,8 @@ def table_markdown(table: Table) -> str:
     lines = [f"## `{table.name}`", "", table.comment or "", "", "| column | type | keys | meaning |", "|---|---|---|---|"]
     for column in table.columns:
         lines.append(f"| `{column.name}` | {_column_type(column)} | {_keys(column)} | {column.comment or ''} |")
-    composite = [fk for fk in table.foreign_key_constraints if len(fk.columns) > 1]
+    # foreign_key_constraints is a set: sort for a stable document.
+    composite = sorted((fk for fk in table.foreign_key_constraints if len(fk.columns) > 1), key=lambda fk: [c.name for c in fk.columns])
     for fk in composite:
         local = ", ".join(c.name for c in fk.columns)
         remote = ", ".join(e.target_fullname for e in fk.elements)
