@@ -96,3 +96,22 @@ def test_precision_is_a_share_or_none(tested, hits):
     hits = min(hits, tested)
     share = precision(tested, hits)
     assert share is None if tested == 0 else 0.0 <= share <= 1.0
+
+
+# NaN: what a float16 forward that overflowed reports as the target's probability.
+any_probability = st.one_of(probabilities, st.just(float("nan")))
+any_outcomes = st.builds(ProbeOutcome, kind=st.sampled_from(KINDS), passed=st.booleans(), target_prob=any_probability, failure_category=categories)
+
+
+@given(st.lists(any_outcomes), thresholds, st.randoms())
+def test_verdict_does_not_depend_on_the_order_of_the_probes(probes, limits, rng):
+    shuffled = list(probes)
+    rng.shuffle(shuffled)
+    assert verdict(shuffled, limits) == verdict(probes, limits)
+
+
+@given(st.lists(outcomes), thresholds)
+def test_probes_that_measured_nothing_do_not_change_the_verdict(probes, limits):
+    nan_probe = ProbeOutcome("repeat", False, float("nan"), "empty")
+    with_nan = verdict([nan_probe, *probes], limits)
+    assert (with_nan.verdict, with_nan.max_target_prob) == (verdict(probes, limits).verdict, verdict(probes, limits).max_target_prob)
