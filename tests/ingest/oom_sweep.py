@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import resource
+import time
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -50,12 +51,16 @@ def main() -> None:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (address_space_in_use() + HEADROOM, hard))
+    start = time.perf_counter()
     try:
         prober, limited = sweep(model, tokenizer, token_ids, batch_size=REQUESTED)
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    seconds_with_fallback = time.perf_counter() - start
     used = prober.batches.batch_size
+    start = time.perf_counter()
     _, unlimited = sweep(model, tokenizer, token_ids, batch_size=used)
+    seconds_at_that_size = time.perf_counter() - start
     outcome = [(r.token_id, r.output_ids, r.position_ranks) for r in limited]
     print(json.dumps({
         "requested": REQUESTED,
@@ -63,6 +68,8 @@ def main() -> None:
         "n_tokens": len(token_ids),
         "n_records": len(limited),
         "same_as_unlimited_run": outcome == [(r.token_id, r.output_ids, r.position_ranks) for r in unlimited],
+        "seconds_with_fallback": round(seconds_with_fallback, 3),
+        "seconds_at_that_size": round(seconds_at_that_size, 3),
     }))
 
 
