@@ -153,14 +153,14 @@ class IngestRun(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, comment="Surrogate key.")
     model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model the stage ran for.")
-    stage: Mapped[str] = mapped_column(String(40), comment="tokenizer_facts, embedding_stats, probes or prompt_search.")
+    stage: Mapped[str] = mapped_column(String(40), comment="tokenizer_facts, embedding_stats, probes, prompt_search or nokens.")
     params: Mapped[dict[str, Any]] = mapped_column(comment="Parameters as JSON (seeds, k, thresholds, reference-token rule, ...).")
     params_hash: Mapped[str] = mapped_column(String(64), comment="sha256 of the canonical JSON params: a stage is skipped when a succeeded run has the same hash.")
     code_version: Mapped[str] = mapped_column(String(40), comment="glitchdex version that ran it.")
     status: Mapped[str] = mapped_column(
         String(12),
         comment=(
-            "running, succeeded or failed. Read rows of succeeded runs only: resumable stages (probes, prompt_search) "
+            "running, succeeded or failed. Read rows of succeeded runs only: resumable stages (probes, prompt_search, nokens) "
             "keep an unfinished run's rows for the next attempt."
         ),
     )
@@ -394,3 +394,109 @@ class PromptSearch(Base):
         JSON, comment="Loss (negative target log-prob) after every step, if kept; JSON array."
     )
     finished_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, comment="When this target's search finished (UTC).")
+
+
+class Noken(Base):
+    __tablename__ = "noken"
+    __table_args__ = (
+        ForeignKeyConstraint(["tokenizer_id", "nearest_token_id"], ["token.tokenizer_id", "token.token_id"]),
+        Index("ix_noken_run_generator", "run_id", "generator"),
+        {
+            "comment": "A synthetic vector ('noken') put where a token would be, per nokens run: how it was made, "
+            "where it sits relative to real tokens, and the verdict of probing it. Probes score its nearest real token as the target."
+        },
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The nokens run.")
+    noken_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="Index of the noken within its run (0, 1, ...).")
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model (denormalised for joins).")
+    tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
+    space: Mapped[str] = mapped_column(
+        String(10),
+        comment="'input': the vector replaces the token's embedding (in embedding-matrix units); "
+        "'residual': it is placed in the residual stream entering decoder layer `layer`.",
+    )
+    layer: Mapped[int | None] = mapped_column(comment="Decoder layer whose input holds the vector (0 = first layer); NULL for space 'input'.")
+    mode: Mapped[str] = mapped_column(
+        String(10), comment="'replace': the vector takes the slot token's place; 'add': it is added to the slot token's activation (residual only)."
+    )
+    generator: Mapped[str] = mapped_column(
+        String(30),
+        comment="gaussian_typical, anomalous_shell, centroid, interpolation, scaled_token or direction_sweep (docs/nokens.md).",
+    )
+    generator_seed: Mapped[int] = mapped_column(
+        BigInteger, comment="Seed of the generator's CPU torch.Generator (from the run's seed and the generator name): regenerates the vector."
+    )
+    details: Mapped[dict[str, Any]] = mapped_column(
+        comment="Generator settings of this vector: alpha, scale, norm_multiple, matched_norm, ... (JSON object)."
+    )
+    source_token_id: Mapped[int | None] = mapped_column(
+        comment="Real token the vector derives from (scaled_token's token, interpolation's normal end, anomalous_shell's matched token)."
+    )
+    source2_token_id: Mapped[int | None] = mapped_column(comment="interpolation's anomalous end; NULL otherwise.")
+    vector: Mapped[bytes] = mapped_column(LargeBinary, comment="The vector: d_model float32 values, little-endian.")
+    d_model: Mapped[int] = mapped_column(comment="Length of the vector.")
+    norm: Mapped[float] = mapped_column(Float, comment="L2 norm.")
+    norm_pct: Mapped[float] = mapped_column(Float, comment="% of the space's reference vectors with a smaller norm.")
+    centroid_dist: Mapped[float] = mapped_column(Float, comment="L2 distance to the mean of the reference vectors.")
+    centroid_dist_pct: Mapped[float] = mapped_column(Float, comment="% of reference vectors nearer the mean.")
+    centroid_cos: Mapped[float] = mapped_column(Float, comment="Cosine with the mean of the reference vectors.")
+    rms_z: Mapped[float] = mapped_column(
+        Float, comment="Out-of-distribution measure: root-mean-square over dimensions of (value - reference mean) / reference std."
+    )
+    rms_z_pct: Mapped[float] = mapped_column(Float, comment="% of reference vectors with a smaller rms_z; 100 = beyond every real one.")
+    nearest_token_id: Mapped[int] = mapped_column(comment="Real token of highest cosine: the probes' target and the slot's carrier token.")
+    nearest_cos: Mapped[float] = mapped_column(Float, comment="Its cosine.")
+    verdict: Mapped[str] = mapped_column(
+        String(20), comment="As token_verdict.verdict, from this noken's probes with the run's thresholds: verified, weakly_verified or rejected."
+    )
+    max_target_prob: Mapped[float | None] = mapped_column(Float, comment="Highest probability of the target over its target probes.")
+    n_probes: Mapped[int] = mapped_column(comment="Probes run on the noken.")
+    n_passed: Mapped[int] = mapped_column(comment="Probes it passed.")
+    failure_category: Mapped[str | None] = mapped_column(String(20), comment="Most frequent failure category of its failed probes.")
+
+
+class NokenNeighbor(Base):
+    __tablename__ = "noken_neighbor"
+    __table_args__ = (
+        ForeignKeyConstraint(["run_id", "noken_id"], ["noken.run_id", "noken.noken_id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(["tokenizer_id", "token_id"], ["token.tokenizer_id", "token.token_id"]),
+        {"comment": "Nearest real tokens of each noken by cosine in its space (residual: a token's best prompt)."},
+    )
+
+    run_id: Mapped[int] = mapped_column(primary_key=True, comment="The nokens run.")
+    noken_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="The noken.")
+    rank: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="1 = nearest.")
+    tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (for joins with token).")
+    token_id: Mapped[int] = mapped_column(comment="Real token id.")
+    cosine: Mapped[float] = mapped_column(Float, comment="Cosine between the noken and the token's reference vector.")
+
+
+class NokenProbeResult(Base):
+    __tablename__ = "noken_probe_result"
+    __table_args__ = (
+        ForeignKeyConstraint(["run_id", "noken_id"], ["noken.run_id", "noken.noken_id"], ondelete="CASCADE"),
+        {
+            "comment": "One probe of one noken, per nokens run: the fields of probe_result for the noken's target (nearest real token), "
+            "and how the output differs from the same probe of that real token (the baseline)."
+        },
+    )
+
+    run_id: Mapped[int] = mapped_column(primary_key=True, comment="The nokens run.")
+    noken_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="The noken.")
+    template_id: Mapped[int] = mapped_column(ForeignKey("probe_template.id"), primary_key=True, comment="Probe template (name + version).")
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model (denormalised for joins).")
+    target_token_id: Mapped[int] = mapped_column(comment="The scored target: the noken's nearest real token.")
+    output: Mapped[str] = mapped_column(Text, comment="Greedy output, decoded, special tokens kept, cut after the end-of-turn token.")
+    output_ids: Mapped[str] = mapped_column(Text, comment="Space-separated ids of the greedy output.")
+    target_prob: Mapped[float] = mapped_column(Float, comment="Highest probability of the target over the scored positions.")
+    target_rank: Mapped[int] = mapped_column(comment="Best rank of the target over the scored positions (1 = greedy choice).")
+    position_probs: Mapped[list[float]] = mapped_column(JSON, comment="Target probability at each of the first generated positions.")
+    position_ranks: Mapped[list[int]] = mapped_column(JSON, comment="Target rank at each of those positions.")
+    passed: Mapped[bool] = mapped_column(Boolean, comment="As probe_result.passed, for the target.")
+    failure_category: Mapped[str | None] = mapped_column(String(20), comment="As probe_result.failure_category.")
+    baseline_output_ids: Mapped[str] = mapped_column(Text, comment="Greedy output ids of the same probe with the target token itself in the slots.")
+    output_changed: Mapped[bool] = mapped_column(Boolean, comment="The greedy output differs from the baseline's.")
+    kl_from_baseline: Mapped[float] = mapped_column(
+        Float, comment="KL(baseline || noken) in nats between the next-token distributions at the first generated position."
+    )

@@ -161,6 +161,24 @@ def select_tokens(conn: Connection, params: ProbeParams, stats_run: int, tokeniz
     return Selection(by_indicator, controls, probed, selected_by)
 
 
+def outcome_fields(tokenizer: Any, record: ProbeRecord, token_text: str) -> dict[str, Any]:
+    """The probe_result columns that judge one probe: output, target probability and rank, pass/fail and how it failed."""
+    answer = tokenizer.decode(record.output_ids, skip_special_tokens=True)
+    template = record.template
+    passed = spells(answer, token_text) if template.kind == "spell" else record.target_rank == 1
+    question = (template.text + "\n" + template.response_prefix).replace(PLACEHOLDER, " ")
+    return {
+        "output": tokenizer.decode(record.output_ids),
+        "output_ids": " ".join(map(str, record.output_ids)),
+        "target_prob": record.target_prob,
+        "target_rank": record.target_rank,
+        "position_probs": record.position_probs,
+        "position_ranks": record.position_ranks,
+        "passed": passed,
+        "failure_category": None if passed else failure_category(answer, token_text, question),
+    }
+
+
 class _ProbeRun:
     """The three callbacks of the resumable stage, sharing the prober and the selection."""
 
@@ -195,25 +213,13 @@ class _ProbeRun:
         return bulk_insert(conn, ProbeResult.__table__, rows)
 
     def _result_row(self, record: ProbeRecord, token_text: str, run_id: int) -> dict[str, Any]:
-        tokenizer = self.prober.tokenizer
-        answer = tokenizer.decode(record.output_ids, skip_special_tokens=True)
-        template = record.template
-        passed = spells(answer, token_text) if template.kind == "spell" else record.target_rank == 1
-        question = (template.text + "\n" + template.response_prefix).replace(PLACEHOLDER, " ")
         return {
             "run_id": run_id,
             "token_id": record.token_id,
-            "template_id": self.template_ids[template.name],
+            "template_id": self.template_ids[record.template.name],
             "model_id": self.model_id,
             "tokenizer_id": self.tokenizer_id,
-            "output": tokenizer.decode(record.output_ids),
-            "output_ids": " ".join(map(str, record.output_ids)),
-            "target_prob": record.target_prob,
-            "target_rank": record.target_rank,
-            "position_probs": record.position_probs,
-            "position_ranks": record.position_ranks,
-            "passed": passed,
-            "failure_category": None if passed else failure_category(answer, token_text, question),
+            **outcome_fields(self.prober.tokenizer, record, token_text),
         }
 
     # --- finishing step --------------------------------------------------------------

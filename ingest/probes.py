@@ -117,6 +117,15 @@ class Prompt:
     def ids(self, token_id: int) -> list[int]:
         return self.prefix + self.tail_ids(torch.tensor([token_id]))[0].tolist()
 
+    @property
+    def slot_positions(self) -> list[int]:
+        """Where the token sits in :meth:`ids`: one position per placeholder."""
+        positions, at = [], len(self.segments[0])
+        for segment in self.segments[1:]:
+            positions.append(at)
+            at += 1 + len(segment)
+        return positions
+
 
 def render_prompt(tokenizer: Any, template: Template) -> Prompt:
     """Render with the chat template (or plain text) and encode the text around each placeholder."""
@@ -152,6 +161,7 @@ class ProbeRecord:
     output_ids: list[int]
     position_probs: list[float] = field(default_factory=list)
     position_ranks: list[int] = field(default_factory=list)
+    first_step_logprobs: Tensor | None = None  # [d_vocab], kept on request to compare runs
 
     @property
     def target_prob(self) -> float:
@@ -176,7 +186,13 @@ def target_prob_and_rank(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor
 
 
 def _records(
-    pairs: Sequence[tuple[int, Template]], generated: Tensor, probs: Tensor, ranks: Tensor, eos_ids: set[int], lengths: Sequence[int]
+    pairs: Sequence[tuple[int, Template]],
+    generated: Tensor,
+    probs: Tensor,
+    ranks: Tensor,
+    eos_ids: set[int],
+    lengths: Sequence[int],
+    first_step_logprobs: Tensor | None = None,
 ) -> list[ProbeRecord]:
     """Cut each row after its first end token (or at its template's length) and pack the result."""
     records = []
@@ -184,8 +200,9 @@ def _records(
         ids = generated[row, : lengths[row]].tolist()
         end = next((i + 1 for i, t in enumerate(ids) if t in eos_ids), len(ids))
         scored = min(end, probs.shape[1])
+        first_step = first_step_logprobs[row] if first_step_logprobs is not None else None
         records.append(
-            ProbeRecord(token_id, template, ids[:end], probs[row, :scored].tolist(), ranks[row, :scored].tolist())
+            ProbeRecord(token_id, template, ids[:end], probs[row, :scored].tolist(), ranks[row, :scored].tolist(), first_step)
         )
     return records
 
@@ -198,6 +215,84 @@ def eos_ids(model: torch.nn.Module, tokenizer: Any) -> set[int]:
     return ids
 
 
+INSERTION_MODES = ("replace", "add")
+
+
+@dataclass(frozen=True)
+class Insertion:
+    """Vectors put in the placeholder slots of a batch of probes, one per probe, instead of the token's own.
+
+    ``layer`` None: at the input, in units of the embedding matrix's rows (the
+    model's embedding scale, Gemma's sqrt(d_model), is applied as for a real
+    token). ``layer`` L: in the residual stream entering decoder layer L, where
+    the vector replaces (``mode`` 'replace') or is added to (``mode`` 'add') the
+    activation of the token whose id fills the slot. vectors [batch, d_model].
+    """
+
+    vectors: Tensor
+    layer: int | None = None
+    mode: str = "replace"
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The model's stack of decoder layers: the module list as long as ``config.num_hidden_layers``."""
+    n_layers = model.config.get_text_config().num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise CatalogError(f"cannot find the {n_layers} decoder layers of {type(model).__name__}")
+
+
+def embedding_scale(model: torch.nn.Module) -> float:
+    """Factor the input embedding module applies to the matrix rows (Gemma: sqrt(d_model); most models: 1)."""
+    scale = getattr(model.get_input_embeddings(), "embed_scale", 1.0)
+    return float(scale)
+
+
+def _placed(current: Tensor, vectors: Tensor, slots: Tensor, mode: str) -> Tensor:
+    """current [batch, pos, d_model], vectors [batch, d_model], slots [batch, pos] bool -> same shape as current."""
+    new = vectors[:, None, :].to(current.dtype)
+    return torch.where(slots[..., None], new if mode == "replace" else current + new, current)
+
+
+def _residual_hook(slots: Tensor, insertion: Insertion) -> Any:
+    """Forward pre-hook on a decoder layer: place the vectors during the prompt pass only (later steps see one position)."""
+
+    def hook(_module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if hidden.shape[1] != slots.shape[1]:
+            return None
+        placed = _placed(hidden, insertion.vectors, slots, insertion.mode)
+        return ((placed, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": placed})
+
+    return hook
+
+
+@torch.no_grad()
+def slot_activations(
+    model: torch.nn.Module, prompt: Prompt, token_ids: Sequence[int], layer: int, *, batch_size: int, device: str
+) -> Tensor:
+    """Residual stream entering decoder layer ``layer`` at the prompt's first slot, one row per token: [n, d_model] float32 on the CPU.
+
+    Every prompt of one template has the same length, so batches need no padding.
+    """
+    position = prompt.slot_positions[0]
+    captured: list[Tensor] = []
+
+    def capture(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        captured.append(hidden[:, position].float().cpu())
+
+    handle = decoder_layers(model)[layer].register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        for start in range(0, len(token_ids), batch_size):
+            ids = torch.tensor([prompt.ids(t) for t in token_ids[start : start + batch_size]], device=device)
+            model(input_ids=ids, logits_to_keep=1)
+    finally:
+        handle.remove()
+    return torch.cat(captured)
+
+
 @torch.no_grad()
 def generate_probes(
     model: torch.nn.Module,
@@ -207,33 +302,58 @@ def generate_probes(
     *,
     positions: int,
     device: str,
+    insertion: Insertion | None = None,
+    keep_first_step: bool = False,
 ) -> list[ProbeRecord]:
-    """Greedy-generate one batch of (token id, template) probes, left-padded to a common length."""
+    """Greedy-generate one batch of (token id, template) probes, left-padded to a common length.
+
+    With ``insertion``, row i's placeholder slots hold ``insertion.vectors[i]``
+    (see :class:`Insertion`); the token id stays the target the probe scores.
+    ``keep_first_step`` keeps each record's first-step log-probabilities [d_vocab].
+    """
     rows = [prompts[template.name].ids(token_id) for token_id, template in pairs]
     width = max(map(len, rows))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids(model, tokenizer)))
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, ids in enumerate(rows):
-        input_ids[i, width - len(ids) :] = torch.tensor(ids)
-        attention_mask[i, width - len(ids) :] = 1
+    slots = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (ids, (_, template)) in enumerate(zip(rows, pairs)):
+        offset = width - len(ids)
+        input_ids[i, offset:] = torch.tensor(ids)
+        attention_mask[i, offset:] = 1
+        slots[i, [offset + p for p in prompts[template.name].slot_positions]] = True
+    input_ids, attention_mask, slots = input_ids.to(device), attention_mask.to(device), slots.to(device)
+    inputs: dict[str, Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    hook = None
+    if insertion is not None and insertion.layer is None:
+        embeds = model.get_input_embeddings()(input_ids)
+        inputs["inputs_embeds"] = _placed(embeds, insertion.vectors.to(device) * embedding_scale(model), slots, "replace")
+    elif insertion is not None:
+        placement = Insertion(insertion.vectors.to(device), insertion.layer, insertion.mode)
+        hook = decoder_layers(model)[insertion.layer].register_forward_pre_hook(_residual_hook(slots, placement), with_kwargs=True)
     max_new = max(template.max_new_tokens for _, template in pairs)
-    out = model.generate(
-        input_ids=input_ids.to(device),
-        attention_mask=attention_mask.to(device),
-        max_new_tokens=max_new,
-        do_sample=False,
-        top_p=None,
-        top_k=None,
-        output_logits=True,
-        return_dict_in_generate=True,
-        pad_token_id=pad_id,
-    )
+    try:
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new,
+            do_sample=False,
+            top_p=None,
+            top_k=None,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=pad_id,
+        )
+    finally:
+        if hook is not None:
+            hook.remove()
     logits = torch.stack(out.logits[:positions], dim=1)  # [batch, steps, d_vocab]
     target = torch.tensor([token_id for token_id, _ in pairs], device=logits.device)
     probs, ranks = target_prob_and_rank(logits, target)
+    first_step = logits[:, 0].float().log_softmax(-1).cpu() if keep_first_step else None
     generated = out.sequences[:, width:].cpu()
-    return _records(pairs, generated, probs.cpu(), ranks.cpu(), eos_ids(model, tokenizer), [t.max_new_tokens for _, t in pairs])
+    return _records(
+        pairs, generated, probs.cpu(), ranks.cpu(), eos_ids(model, tokenizer), [t.max_new_tokens for _, t in pairs], first_step
+    )
 
 
 @torch.no_grad()
@@ -273,6 +393,10 @@ def sweep_probes(
 MODES = ("candidates", "sweep")
 
 
+def _rows(insertion: Insertion | None, start: int, stop: int) -> Insertion | None:
+    return None if insertion is None else Insertion(insertion.vectors[start:stop], insertion.layer, insertion.mode)
+
+
 class Prober:
     """Runs (token id, template) probes in batches of ``batch_size`` (halved on out-of-memory), the way ``mode`` says."""
 
@@ -285,12 +409,18 @@ class Prober:
         self.prompts = {t.name: render_prompt(tokenizer, t) for t in templates}
         self._caches: dict[str, Any] = {}
 
-    def run(self, pairs: Sequence[tuple[int, Template]]) -> list[ProbeRecord]:
+    def run(self, pairs: Sequence[tuple[int, Template]], insertion: Insertion | None = None, keep_first_step: bool = False) -> list[ProbeRecord]:
+        """Probe every pair; with ``insertion`` (candidate mode only), pair i's slots hold ``insertion.vectors[i]``."""
         if self.mode == "candidates":
             return self.batches.map(
-                lambda batch: generate_probes(self.model, self.tokenizer, self.prompts, batch, positions=self.positions, device=self.device),
-                pairs,
+                lambda rows: generate_probes(
+                    self.model, self.tokenizer, self.prompts, pairs[rows.start : rows.stop], positions=self.positions, device=self.device,
+                    insertion=_rows(insertion, rows.start, rows.stop), keep_first_step=keep_first_step,
+                ),
+                range(len(pairs)),  # positions, so the inserted vectors are cut like the pairs
             )
+        if insertion is not None or keep_first_step:
+            raise CatalogError("sweep mode probes token ids only: run inserted vectors in candidate mode")
         return self._sweep(pairs)
 
     def _sweep(self, pairs: Sequence[tuple[int, Template]]) -> list[ProbeRecord]:

@@ -3,7 +3,19 @@
 import pytest
 import torch
 
-from ingest.probes import TEMPLATES_BY_NAME, Prober, generate_probes, prefix_cache, render_prompt, sweep_probes, target_prob_and_rank
+from ingest.probes import (
+    TEMPLATES_BY_NAME,
+    Insertion,
+    Prober,
+    decoder_layers,
+    embedding_scale,
+    generate_probes,
+    prefix_cache,
+    render_prompt,
+    slot_activations,
+    sweep_probes,
+    target_prob_and_rank,
+)
 
 NORMAL = ["Ġcat", "Ġhello"]
 UNDERTRAINED = {"Ġfirstsum": 40264, "Ġpvproperty": 43420, "kinesisfirehose": 45691}
@@ -99,3 +111,66 @@ def test_sweep_cache_handles_sliding_window_layers(smollm2):
     probs, _ = target_prob_and_rank(logits, torch.tensor(token_ids))
     assert [r.position_probs[0] for r in records] == pytest.approx(probs[:, 0].tolist(), rel=1e-4)
     assert [r.output_ids[0] for r in records] == logits[:, 0].argmax(-1).tolist()
+
+
+# --- vectors in the token slots (nokens) ---------------------------------------------------
+
+
+def _probe_both_ways(smollm2, token_ids, templates, insertion):
+    tokenizer = smollm2.tokenizer
+    prompts = {t.name: render_prompt(tokenizer, t) for t in templates}
+    pairs = [(token_id, template) for token_id in token_ids for template in templates]
+    plain = generate_probes(smollm2.model, tokenizer, prompts, pairs, positions=3, device="cpu", keep_first_step=True)
+    inserted = generate_probes(smollm2.model, tokenizer, prompts, pairs, positions=3, device="cpu", insertion=insertion(pairs), keep_first_step=True)
+    return plain, inserted
+
+
+def _assert_same_probes(plain, inserted):
+    for a, b in zip(plain, inserted, strict=True):
+        assert a.output_ids == b.output_ids
+        assert a.position_ranks == b.position_ranks
+        assert torch.allclose(a.first_step_logprobs, b.first_step_logprobs, atol=1e-4)
+
+
+def test_a_tokens_own_embedding_as_a_noken_reproduces_its_probes(smollm2):
+    """Normal and under-trained tokens alike: the input-embedding path is the id path."""
+    token_ids = _ids(smollm2.tokenizer, NORMAL) + list(UNDERTRAINED.values())
+    embeddings = smollm2.input_embeddings()
+    plain, inserted = _probe_both_ways(
+        smollm2, token_ids, (ECHO, LIST), lambda pairs: Insertion(embeddings[[t for t, _ in pairs]])
+    )
+    _assert_same_probes(plain, inserted)
+    assert max(r.target_prob for r in inserted if r.token_id == token_ids[0]) > 0.5
+
+
+def test_residual_insertions_that_change_nothing_reproduce_the_probes(smollm2):
+    """Layer 0 replaced by the embedding, and a zero vector added at layer 5, leave every probe as it was."""
+    token_ids = _ids(smollm2.tokenizer, NORMAL) + [UNDERTRAINED["Ġfirstsum"]]
+    embeddings = smollm2.input_embeddings()
+    _assert_same_probes(*_probe_both_ways(smollm2, token_ids, (ECHO, LIST), lambda pairs: Insertion(embeddings[[t for t, _ in pairs]], layer=0)))
+    zero = lambda pairs: Insertion(torch.zeros(len(pairs), embeddings.shape[1]), layer=5, mode="add")  # noqa: E731
+    _assert_same_probes(*_probe_both_ways(smollm2, token_ids, (ECHO, LIST), zero))
+
+
+def test_a_tokens_own_slot_activation_put_back_at_layer_5_reproduces_its_probe(smollm2):
+    tokenizer = smollm2.tokenizer
+    token_ids = _ids(tokenizer, NORMAL)
+    activations = slot_activations(smollm2.model, render_prompt(tokenizer, ECHO), token_ids, 5, batch_size=4, device="cpu")
+    assert activations.shape == (len(token_ids), smollm2.model.config.hidden_size)
+    _assert_same_probes(*_probe_both_ways(smollm2, token_ids, (ECHO,), lambda pairs: Insertion(activations, layer=5)))
+
+
+def test_a_different_vector_in_the_slot_changes_the_output(smollm2):
+    """The insertion is real: the embedding of ' hello' in the slot of ' cat' makes the model echo ' hello'."""
+    tokenizer = smollm2.tokenizer
+    cat, hello = _ids(tokenizer, NORMAL)
+    prompts = {ECHO.name: render_prompt(tokenizer, ECHO)}
+    [record] = generate_probes(
+        smollm2.model, tokenizer, prompts, [(cat, ECHO)], positions=3, device="cpu", insertion=Insertion(smollm2.input_embeddings()[[hello]])
+    )
+    assert record.output_ids[0] == hello and record.target_rank > 1
+
+
+def test_decoder_layers_and_embedding_scale_of_smollm2(smollm2):
+    assert len(decoder_layers(smollm2.model)) == smollm2.model.config.num_hidden_layers == 30
+    assert embedding_scale(smollm2.model) == 1.0
