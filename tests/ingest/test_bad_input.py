@@ -106,7 +106,7 @@ def more_tokens_than_embeddings(tmp_path: Path) -> str:
 
 
 def duplicate_piece(tmp_path: Path) -> str:
-    """'cat' stored twice in the vocabulary file (ids 7 and 2007): id 7 is left without a piece."""
+    """'cat' stored twice in the vocabulary file (ids 7 and 4937): the piece -> id map keeps 4937, id 7 has no piece."""
     return edit_tokenizer_json(tmp_path, lambda raw: raw.replace('"[unused6]"', '"cat"', 1))
 
 
