@@ -41,7 +41,7 @@ def bench_candidates(loaded, args) -> float:
         ingest(loaded.spec, engine, params=FAST_STATS, loaded=loaded, device=args.device)
         params = ProbeParams(top=args.top, controls=args.controls, dtype=args.dtype, determinism_sample=4)
         start = time.perf_counter()
-        result = probe(loaded, engine, params, device=args.device)
+        probe(loaded, engine, params, device=args.device)
         seconds = time.perf_counter() - start
         n_tokens = result_tokens(engine)
         engine.dispose()

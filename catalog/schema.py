@@ -19,7 +19,6 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
-    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -445,7 +444,7 @@ class Noken(Base):
         Float, comment="Out-of-distribution measure: root-mean-square over dimensions of (value - reference mean) / reference std."
     )
     rms_z_pct: Mapped[float] = mapped_column(Float, comment="% of reference vectors with a smaller rms_z; 100 = beyond every real one.")
-    nearest_token_id: Mapped[int] = mapped_column(comment="Real token of highest cosine: the probes' target and the slot's carrier token.")
+    nearest_token_id: Mapped[int] = mapped_column(comment="Real token of highest cosine (a tie goes to the token the vector was made from): the probes' target and the slot's carrier token.")
     nearest_cos: Mapped[float] = mapped_column(Float, comment="Its cosine.")
     verdict: Mapped[str] = mapped_column(
         String(20), comment="As token_verdict.verdict, from this noken's probes with the run's thresholds: verified, weakly_verified or rejected."
@@ -495,7 +494,8 @@ class NokenProbeResult(Base):
     position_ranks: Mapped[list[int]] = mapped_column(JSON, comment="Target rank at each of those positions.")
     passed: Mapped[bool] = mapped_column(Boolean, comment="As probe_result.passed, for the target.")
     failure_category: Mapped[str | None] = mapped_column(String(20), comment="As probe_result.failure_category.")
-    baseline_output_ids: Mapped[str] = mapped_column(Text, comment="Greedy output ids of the same probe with the target token itself in the slots.")
+    baseline_output: Mapped[str] = mapped_column(Text, comment="Greedy output of the same probe with the target token itself in the slots (decoded as output).")
+    baseline_output_ids: Mapped[str] = mapped_column(Text, comment="Space-separated ids of that baseline output.")
     output_changed: Mapped[bool] = mapped_column(Boolean, comment="The greedy output differs from the baseline's.")
     kl_from_baseline: Mapped[float] = mapped_column(
         Float, comment="KL(baseline || noken) in nats between the next-token distributions at the first generated position."

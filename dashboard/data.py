@@ -247,8 +247,39 @@ def agreement(session: Session, model_a: int, model_b: int) -> pd.DataFrame:
 
 
 @versioned
-def noken_tables(session: Session) -> dict[str, pd.DataFrame]:
-    return later_tables.noken_rows(session)
+def noken_runs(session: Session, model_id: int) -> pd.DataFrame:
+    return frame(session, queries.noken_runs_query(model_id))
+
+
+@versioned
+def noken_summary(session: Session, run_id: int) -> pd.DataFrame:
+    return frame(session, queries.noken_summary_query(run_id))
+
+
+def _settings(details: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in details.items())
+
+
+@versioned
+def nokens(session: Session, run_id: int) -> pd.DataFrame:
+    """Every noken of a run; the generator settings as one readable string."""
+    rows = frame(session, queries.nokens_query(run_id))
+    return rows.assign(details=rows["details"].map(_settings))
+
+
+@versioned
+def noken_transcripts(session: Session, run_id: int, noken_id: int) -> pd.DataFrame:
+    return frame(session, queries.noken_transcripts_query(run_id, noken_id))
+
+
+@versioned
+def real_token_precision(session: Session, model_id: int) -> pd.DataFrame:
+    """The latest probes run's verified share per indicator and for the controls; empty without a probes run."""
+    try:
+        rows = queries.indicator_precision(session, str(model_id))
+    except CatalogError:
+        return pd.DataFrame()
+    return pd.DataFrame([row.__dict__ for row in rows])
 
 
 @dataclass(frozen=True)

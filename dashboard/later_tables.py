@@ -1,4 +1,4 @@
-"""Tables of the later stages (probes and verdicts, found prompts, nokens), found by reflection.
+"""Tables of the later stages (probes and verdicts, found prompts), found by reflection.
 
 A catalog may sit at an older revision than the code that reads it, so this module assumes no
 more about them than:
@@ -7,8 +7,8 @@ more about them than:
   ``token_id`` and ``verdict``; the latest succeeded run of a model holding verdicts is the current one;
 - per-token results (probe transcripts in ``probe_result``, found prompts in ``prompt_search``,
   ...): every table with ``run_id`` and ``token_id`` columns that the token page does not
-  already show, listed with the rows of succeeded runs;
-- nokens: tables whose names start with ``NOKEN_PREFIX``, listed as stored.
+  already show, listed with the rows of succeeded runs (``noken_neighbor`` too: the nokens this
+  token is a nearest neighbour of).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from sqlalchemy.schema import MetaData
 from catalog.schema import IngestRun, Model, Token
 
 VERDICT_TABLE = "token_verdict"
-NOKEN_PREFIX = "noken"
 SHOWN_ELSEWHERE = frozenset({"embedding_stat", "neighbor"})
 ROW_LIMIT = 500
 
@@ -97,14 +96,4 @@ def token_rows(session: Session, tokenizer_id: int, token_id: int) -> dict[str, 
         rows = result.all()
         if rows:
             found[name] = pd.DataFrame(rows, columns=list(result.keys()))
-    return found
-
-
-def noken_rows(session: Session) -> dict[str, pd.DataFrame]:
-    """The first rows of every noken table, by table."""
-    found = {}
-    for name in sorted(inspect(session.connection()).get_table_names()):
-        if name.startswith(NOKEN_PREFIX):
-            result = session.execute(select(_table(session, name)).limit(ROW_LIMIT))
-            found[name] = pd.DataFrame(result.all(), columns=list(result.keys()))
     return found

@@ -27,6 +27,8 @@ from catalog.queries import (
     find_model,
     indicator_precision,
     list_models,
+    noken_summary,
+    noken_transcripts,
     probe_transcripts,
     prompt_results,
     same_string_everywhere,
@@ -36,8 +38,10 @@ from catalog.queries import (
 from catalog.schema import IngestRun
 from ingest.distributed import ClusterOptions
 from ingest.embedding_stats import StatsParams
+from ingest.noken_stage import SPACES, NokenParams
+from ingest.nokens import GENERATORS, GeneratorParams
 from ingest.pipeline import STAGES, ingest
-from ingest.probes import MODES, TEMPLATES_BY_NAME
+from ingest.probes import INSERTION_MODES, MODES, TEMPLATES_BY_NAME
 from ingest.prompts import METHODS, SearchParams
 from ingest.registry import DEFAULT_REGISTRY
 from ingest.reingest import reingest_registry, watch
@@ -176,6 +180,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--limit", type=int, default=DEFAULT_TOP)
     p.set_defaults(handler=cmd_verdicts)
 
+    p = commands.add_parser("nokens", help="make synthetic vectors (nokens), probe them in the token slots, store the results")
+    p.add_argument("spec", help="the model's spec, as given to `glitchdex ingest`")
+    p.add_argument("--space", choices=SPACES, default="input", help="input: replace the token embedding; residual: the stream entering --layer")
+    p.add_argument("--layer", type=int, help="residual space: decoder layer (0-based) whose input holds the vector")
+    p.add_argument("--mode", choices=INSERTION_MODES, default="replace", help="residual space: replace the slot token's activation or add to it")
+    p.add_argument("--generators", help=f"comma-separated subset of {','.join(GENERATORS)} (default: all)")
+    p.add_argument("--templates", help=f"comma-separated subset of {','.join(TEMPLATES_BY_NAME)} (default: all)")
+    defaults = GeneratorParams()
+    p.add_argument("--n-random", type=int, default=defaults.n_random, help="gaussian_typical and anomalous_shell vectors")
+    p.add_argument("--n-pairs", type=int, default=defaults.n_pairs, help="interpolation: (normal, anomalous) token pairs")
+    p.add_argument("--alphas", default=_joined(defaults.alphas), help="interpolation: weights of the anomalous end")
+    p.add_argument("--n-sources", type=int, default=defaults.n_sources, help="scaled_token: tokens from each of the normal and anomalous groups")
+    p.add_argument("--scales", default=_joined(defaults.scales), help="scaled_token: factors (positive)")
+    p.add_argument("--n-directions", type=int, default=defaults.n_directions, help="direction_sweep: random directions")
+    p.add_argument("--norm-multiples", default=_joined(defaults.norm_multiples), help="direction_sweep: norms as multiples of the typical norm")
+    p.add_argument("--n-anomalous", type=int, default=NokenParams.n_anomalous, help="top tokens by anomaly_score forming the anomalous group")
+    p.add_argument("--n-normal", type=int, default=NokenParams.n_normal, help="sampled normal tokens forming the normal group")
+    p.add_argument("--seed", type=int, default=0, help="run seed; each generator's seed derives from it and its name")
+    p.add_argument("--positions", type=int, default=3, help="generated positions at which the target's probability is read")
+    p.add_argument("--batch-size", type=int, default=NokenParams.batch_size, help="probes per forward batch")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--force", action="store_true", help="run again even if a run with these parameters succeeded")
+    p.set_defaults(handler=cmd_nokens)
+
+    p = commands.add_parser("noken-results", help="noken verdicts per generator, or the probes of one noken")
+    p.add_argument("model", help="model id, name, spec or unique name fragment")
+    p.add_argument("--run", type=int, help="nokens run id (default: the latest)")
+    p.add_argument("--noken", type=int, help="show this noken's probes beside its nearest token's")
+    p.set_defaults(handler=cmd_noken_results)
+
     p = commands.add_parser("db", help="schema migrations")
     p.add_argument("action", choices=["upgrade", "downgrade", "current"])
     p.add_argument("revision", nargs="?", help="target revision (default: head for upgrade, base for downgrade)")
@@ -185,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     engine = make_engine(args.db)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    stages = _names(args.stages, ())
     params = StatsParams(
         n_clusters=args.clusters, n_seeds=args.seeds, n_neighbor_tokens=args.neighbors_for, n_neighbors=args.neighbors
     )
@@ -293,7 +327,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         n_anomalous=args.anomalous,
         seed=args.seed,
         keep_trajectory=not args.no_trajectory,
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        methods=_names(args.methods, ()),
     )
     request = TargetRequest(top=args.top, controls=args.controls, token_ids=args.tokens, texts=tuple(args.texts), seed=args.seed)
     with session_factory(engine)() as session:
@@ -376,7 +410,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     base = ProbeParams.sweep() if args.mode == "sweep" else ProbeParams()
     params = dataclasses.replace(
         base,
-        templates=tuple(t.strip() for t in args.templates.split(",")) if args.templates else base.templates,
+        templates=_names(args.templates, base.templates),
         top=args.top,
         controls=args.controls,
         seed=args.seed,
@@ -431,6 +465,88 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
             f"{row.token_id:>7}  {row.verdict:<15} {max_p:>7} {row.n_passed:>2}/{row.n_probes:<3}  "
             f"{(row.failure_category or '-'):<14} {row.selected_by[:28]:<28} {row.piece!r}"
         )
+    return 0
+
+
+def _joined(values: Sequence[float]) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else default
+
+
+def _numbers(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CatalogError(f"{option} takes comma-separated numbers, not {text!r}") from None
+
+
+def cmd_nokens(args: argparse.Namespace) -> int:
+    from ingest.loading import load
+    from ingest.noken_stage import run_nokens
+    from ingest.probe_stage import require_embedding_stats
+
+    engine = make_engine(args.db)
+    ensure_schema(engine)
+    with session_factory(engine)() as session:
+        require_embedding_stats(session, args.spec)  # fail before spending a minute loading weights
+    generator_params = GeneratorParams(
+        n_random=args.n_random,
+        n_pairs=args.n_pairs,
+        alphas=_numbers(args.alphas, "--alphas"),
+        n_sources=args.n_sources,
+        scales=_numbers(args.scales, "--scales"),
+        n_directions=args.n_directions,
+        norm_multiples=_numbers(args.norm_multiples, "--norm-multiples"),
+    )
+    params = NokenParams(
+        space=args.space,
+        layer=args.layer,
+        mode=args.mode,
+        generators=_names(args.generators, NokenParams.generators),
+        generator_params=generator_params,
+        templates=_names(args.templates, NokenParams.templates),
+        n_anomalous=args.n_anomalous,
+        n_normal=args.n_normal,
+        seed=args.seed,
+        positions=args.positions,
+        batch_size=args.batch_size,
+    )
+    print(f"loading {args.spec} on {args.device}", file=sys.stderr)
+    loaded = load(args.spec, device=args.device)
+    result = run_nokens(loaded, engine, params, device=args.device, force=args.force, show_progress=True)
+    detail = f" ({result.detail})" if result.detail else ""
+    print(f"  nokens: {result.status}, run {result.run_id}, {result.n_rows} rows, {result.seconds:.1f}s{detail}", file=sys.stderr)
+    _print_noken_summary(engine, str(loaded.name), result.run_id)
+    return 0
+
+
+def _print_noken_summary(engine, model: str, run_id: int | None) -> None:
+    with session_factory(engine)() as session:
+        rows = noken_summary(session, model, run_id)
+    print(f"{'generator':<18} {'nokens':>6} {'verified':>8} {'weak':>5} {'glitch':>6} {'max_p':>7} {'KL':>6} {'changed':>7} {'norm%':>6} {'rms_z%':>6}")
+    for r in rows:
+        max_p = "-" if r.mean_max_target_prob is None else f"{r.mean_max_target_prob:.4f}"
+        print(
+            f"{r.generator:<18} {r.n_nokens:>6} {r.n_verified:>8} {r.n_weakly_verified:>5} {r.glitch_share:>6.0%} {max_p:>7} "
+            f"{r.mean_kl_from_baseline:>6.2f} {r.output_changed_share:>7.0%} {r.mean_norm_pct:>6.1f} {r.mean_rms_z_pct:>6.1f}"
+        )
+
+
+def cmd_noken_results(args: argparse.Namespace) -> int:
+    engine = make_engine(args.db)
+    ensure_schema(engine)
+    if args.noken is None:
+        _print_noken_summary(engine, args.model, args.run)
+        return 0
+    with session_factory(engine)() as session:
+        transcripts = noken_transcripts(session, args.model, args.noken, args.run)
+    for t in transcripts:
+        verdict = "pass" if t.passed else f"FAIL ({t.failure_category})"
+        print(f"{t.template:<14} p={t.target_prob:.4f} rank={t.target_rank:<6} {verdict:<22} KL={t.kl_from_baseline:.2f}")
+        print(f"    noken:    {t.output!r}\n    baseline: {t.baseline_output!r}")
     return 0
 
 

@@ -30,17 +30,18 @@ from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError, bulk_insert, ensure_schema
 from catalog.queries import top_anomalous_query
-from catalog.schema import Model, Noken, NokenNeighbor, NokenProbeResult, Token
-from ingest.loading import LoadedModel, is_causal_lm
+from catalog.schema import Noken, NokenNeighbor, NokenProbeResult, Token
+from ingest.loading import LoadedModel
 from ingest.nokens import GENERATORS, Generated, GeneratorParams, VectorSpace, describe_vectors, generate, vector_bytes
 from ingest.pipeline import ResumableWork, StageResult, run_resumable_stage
-from ingest.probe_stage import outcome_fields, require_embedding_stats, upsert_templates
+from ingest.probe_stage import outcome_fields, require_catalogued_stats, require_causal_lm, upsert_templates
 from ingest.probes import INSERTION_MODES, TEMPLATES, Insertion, Prober, Template, decoder_layers, slot_activations, templates_named
 from ingest.verdicts import ProbeOutcome, Thresholds, verdict
 
 STAGE = "nokens"
 SPACES = ("input", "residual")
 CHUNK_NOKENS = 8
+TIE_COSINE = 1e-6
 NOKEN_TABLES = (NokenProbeResult.__table__, NokenNeighbor.__table__, Noken.__table__)
 
 
@@ -90,16 +91,12 @@ def run_nokens(
     show_progress: bool = False,
 ) -> StageResult:
     """Run the nokens stage for a loaded causal LM that the catalog holds with embedding statistics."""
-    if loaded.model is None or not is_causal_lm(loaded.config):
-        raise CatalogError(f"{loaded.name!r} has no language-model head: nokens are probed through a causal LM")
+    require_causal_lm(loaded, "nokens are probed through a causal LM")
     params.check(len(decoder_layers(loaded.model)))
     ensure_schema(engine)
     templates = templates_named(params.templates)
     with Session(engine) as session, session.begin():
-        model = session.scalar(select(Model).where(Model.name == loaded.name, Model.revision == loaded.revision))
-        if model is None:
-            raise CatalogError(f"model {loaded.name!r} is not in the catalog: run `glitchdex ingest {loaded.spec}` first")
-        model, stats_run = require_embedding_stats(session, str(model.id))
+        model, stats_run = require_catalogued_stats(session, loaded)
         model_id, tokenizer_id = model.id, model.tokenizer_id
         template_ids = upsert_templates(session.connection(), templates)
         groups = token_groups(session.connection(), params, stats_run, tokenizer_id)
@@ -180,16 +177,20 @@ class _NokenRun:
         self.prober, self.templates, self.template_ids = prober, templates, template_ids
         self.space, self.params, self.device = space, params, device
         self.model_id, self.tokenizer_id = model_id, tokenizer_id
-        self.by_index = {i: (batch, i - batch.start) for batch in generated for i in batch.indices}
+        # Noken ids number the generators' vectors consecutively, so they index these directly.
+        self.made_by = [(batch, i - batch.start) for batch in generated for i in batch.indices]
+        self.vectors = torch.cat([batch.draw.vectors for batch in generated])  # [n_nokens, d_model]
+        self.source_rows = torch.cat([batch.draw.source_rows for batch in generated])  # [n_nokens]
+        self.source2_rows = torch.cat([batch.draw.source2_rows for batch in generated])
 
     def pending(self, conn: Connection, run_id: int) -> list[int]:
         done = set(conn.scalars(select(Noken.noken_id).where(Noken.run_id == run_id)))
-        return [i for i in self.by_index if i not in done]
+        return [i for i in range(len(self.made_by)) if i not in done]
 
     def process(self, conn: Connection, run_id: int, noken_ids: list[int]) -> int:
-        vectors = torch.stack([self._vector(i) for i in noken_ids])  # [chunk, d_model]
+        vectors = self.vectors[noken_ids]  # [chunk, d_model]
         described = describe_vectors(vectors, self.space, k=self.params.n_neighbors, device=self.device)
-        targets = described.neighbor_tokens[:, 0].tolist()
+        targets = self._targets(noken_ids, described.neighbor_cos[:, 0], described.neighbor_tokens[:, 0])
         texts = dict(
             conn.execute(select(Token.token_id, Token.text).where(Token.tokenizer_id == self.tokenizer_id, Token.token_id.in_(set(targets)))).all()
         )
@@ -211,18 +212,25 @@ class _NokenRun:
                     "model_id": self.model_id,
                     "target_token_id": record.token_id,
                     **fields,
+                    "baseline_output": self.prober.tokenizer.decode(base.output_ids),
                     "baseline_output_ids": " ".join(map(str, base.output_ids)),
                     "output_changed": record.output_ids != base.output_ids,
                     "kl_from_baseline": kl_divergence(base.first_step_logprobs, record.first_step_logprobs),
                 }
             )
-        n = bulk_insert(conn, Noken.__table__, self._noken_rows(run_id, noken_ids, vectors, described, outcomes))
+        n = bulk_insert(conn, Noken.__table__, self._noken_rows(run_id, noken_ids, vectors, described, targets, outcomes))
         n += bulk_insert(conn, NokenNeighbor.__table__, self._neighbor_rows(run_id, noken_ids, described))
         return n + bulk_insert(conn, NokenProbeResult.__table__, results)
 
-    def _vector(self, noken_id: int) -> torch.Tensor:
-        batch, j = self.by_index[noken_id]
-        return batch.draw.vectors[j]
+    def _targets(self, noken_ids: list[int], best_cos: torch.Tensor, nearest: torch.Tensor) -> list[int]:
+        """Each noken's nearest real token; on a tie the token it was made from, since a quantised model's
+        rarely trained tokens can share one embedding row with other tokens.  [chunk] each."""
+        targets = nearest.clone()
+        for rows in (self.source2_rows[noken_ids], self.source_rows[noken_ids]):  # the first source wins when both tie
+            own = torch.nn.functional.cosine_similarity(self.vectors[noken_ids], self.space.vectors[rows.clamp(min=0)], dim=1)
+            tie = (rows >= 0) & (own >= best_cos - TIE_COSINE)
+            targets = torch.where(tie, self.space.token_ids[rows.clamp(min=0)], targets)
+        return targets.tolist()
 
     def _baselines(self, targets: list[int]) -> dict[tuple[int, str], Any]:
         """The same probes with the real target tokens in the slots, by (token id, template name)."""
@@ -232,10 +240,12 @@ class _NokenRun:
     def _token_of(self, row: int) -> int | None:
         return None if row < 0 else int(self.space.token_ids[row])
 
-    def _noken_rows(self, run_id: int, noken_ids: list[int], vectors: torch.Tensor, described: Any, outcomes: dict[int, list[ProbeOutcome]]) -> list[dict[str, Any]]:
+    def _noken_rows(
+        self, run_id: int, noken_ids: list[int], vectors: torch.Tensor, described: Any, targets: list[int], outcomes: dict[int, list[ProbeOutcome]]
+    ) -> list[dict[str, Any]]:
         rows = []
         for k, noken_id in enumerate(noken_ids):
-            batch, j = self.by_index[noken_id]
+            batch, j = self.made_by[noken_id]
             judged = verdict(outcomes[noken_id], self.params.thresholds)
             rows.append(
                 {
@@ -249,8 +259,8 @@ class _NokenRun:
                     "generator": batch.name,
                     "generator_seed": batch.seed,
                     "details": batch.draw.details[j],
-                    "source_token_id": self._token_of(int(batch.draw.source_rows[j])),
-                    "source2_token_id": self._token_of(int(batch.draw.source2_rows[j])),
+                    "source_token_id": self._token_of(int(self.source_rows[noken_id])),
+                    "source2_token_id": self._token_of(int(self.source2_rows[noken_id])),
                     "vector": vector_bytes(vectors[k]),
                     "d_model": vectors.shape[1],
                     "norm": described.norm[k].item(),
@@ -260,7 +270,7 @@ class _NokenRun:
                     "centroid_cos": described.centroid_cos[k].item(),
                     "rms_z": described.rms_z[k].item(),
                     "rms_z_pct": described.rms_z_pct[k].item(),
-                    "nearest_token_id": int(described.neighbor_tokens[k, 0]),
+                    "nearest_token_id": targets[k],
                     "nearest_cos": described.neighbor_cos[k, 0].item(),
                     "verdict": judged.verdict,
                     "max_target_prob": judged.max_target_prob,
@@ -292,7 +302,7 @@ class _NokenRun:
             counts.setdefault(generator, {}).setdefault(label, 0)
             counts[generator][label] += 1
         extra = {
-            "n_nokens": len(self.by_index),
+            "n_nokens": len(self.made_by),
             "verdict_counts": counts,
             "space_rows": len(self.space.vectors),
             "typical_norm": self.space.typical_norm,

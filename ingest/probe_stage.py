@@ -74,6 +74,19 @@ def require_embedding_stats(session: Session, model_name: str) -> tuple[Model, i
     return require_run(session, model_name, "embedding_stats", "has no embedding statistics: run `glitchdex ingest {spec}` first")
 
 
+def require_causal_lm(loaded: LoadedModel, why: str) -> None:
+    if loaded.model is None or not is_causal_lm(loaded.config):
+        raise CatalogError(f"{loaded.name!r} has no language-model head: {why}")
+
+
+def require_catalogued_stats(session: Session, loaded: LoadedModel) -> tuple[Model, int]:
+    """The loaded model's catalog row (same name and revision) and its latest embedding_stats run, or a one-line error."""
+    model = session.scalar(select(Model).where(Model.name == loaded.name, Model.revision == loaded.revision))
+    if model is None:
+        raise CatalogError(f"model {loaded.name!r} is not in the catalog: run `glitchdex ingest {loaded.spec}` first")
+    return require_embedding_stats(session, str(model.id))
+
+
 def probe(
     loaded: LoadedModel,
     engine: Engine,
@@ -85,18 +98,14 @@ def probe(
     chunk_tokens: int | None = None,
 ) -> StageResult:
     """Run the probes stage for a loaded model that the catalog already holds with embedding statistics."""
-    if loaded.model is None or not is_causal_lm(loaded.config):
-        raise CatalogError(f"{loaded.name!r} has no language-model head: probes need a causal LM")
+    require_causal_lm(loaded, "probes need a causal LM")
     loaded_dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
     if loaded_dtype != params.dtype:
         raise CatalogError(f"the model is loaded in {loaded_dtype} but the probe params say {params.dtype}")
     ensure_schema(engine)
     templates = templates_named(params.templates)
     with Session(engine) as session, session.begin():
-        model = session.scalar(select(Model).where(Model.name == loaded.name, Model.revision == loaded.revision))
-        if model is None:
-            raise CatalogError(f"model {loaded.name!r} is not in the catalog: run `glitchdex ingest {loaded.spec}` first")
-        model, stats_run = require_embedding_stats(session, str(model.id))
+        model, stats_run = require_catalogued_stats(session, loaded)
         model_id, tokenizer_id = model.id, model.tokenizer_id
         template_ids = upsert_templates(session.connection(), templates)
         selection = select_tokens(session.connection(), params, stats_run, tokenizer_id)

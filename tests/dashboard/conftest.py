@@ -12,6 +12,8 @@ from streamlit.testing.v1 import AppTest
 
 from catalog.database import URL_ENV, make_engine
 from ingest.embedding_stats import StatsParams
+from ingest.noken_stage import NokenParams, run_nokens
+from ingest.nokens import GeneratorParams
 from ingest.pipeline import ingest
 from tests.conftest import on_postgresql, sqlite_url
 
@@ -45,6 +47,18 @@ def copy_catalog(engine: Engine, path: Path) -> str:
 def catalog_copy(smollm2_catalog: Engine, tmp_path: Path) -> str:
     """URL of a writable copy of the SmolLM2 catalog."""
     return copy_catalog(smollm2_catalog, tmp_path / "copy.sqlite")
+
+
+@pytest.fixture(scope="session")
+def noken_catalog(smollm2, smollm2_catalog: Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """SmolLM2 with a small input-space nokens run (three generators, one template). Treat as read-only."""
+    url = copy_catalog(smollm2_catalog, tmp_path_factory.mktemp("nokens") / "catalog.sqlite")
+    engine = make_engine(url)
+    generators = GeneratorParams(n_sources=1, scales=(1.0,), n_directions=1, norm_multiples=(1.0, 16.0))
+    params = NokenParams(generators=("centroid", "scaled_token", "direction_sweep"), generator_params=generators, templates=("echo_fewshot",))
+    run_nokens(smollm2, engine, params)
+    engine.dispose()
+    return url
 
 
 @pytest.fixture(scope="session")

