@@ -44,11 +44,11 @@ def timed_nokens(loaded, engine, params: NokenParams, device: str) -> None:
         f"\n{where}: {n_nokens} nokens x {len(params.templates)} templates (+ baselines) in {seconds:.1f} s "
         f"-> {n_nokens / seconds:.2f} nokens/s, {n_nokens * len(params.templates) / seconds:.2f} noken probes/s"
     )
-    print(f"{'generator':<18} {'nokens':>6} {'glitch':>7} {'max_p':>7} {'KL':>6} {'changed':>8} {'norm%':>6} {'rms_z%':>7}")
+    print(f"{'generator':<18} {'nokens':>6} {'glitch':>7} {'max_p':>7} {'KL':>6} {'changed':>8} {'near_cos':>8} {'norm%':>6} {'rms_z%':>7}")
     for r in rows:
         print(
             f"{r.generator:<18} {r.n_nokens:>6} {r.glitch_share:>7.0%} {r.mean_max_target_prob:>7.4f} {r.mean_kl_from_baseline:>6.2f} "
-            f"{r.output_changed_share:>8.0%} {r.mean_norm_pct:>6.1f} {r.mean_rms_z_pct:>7.1f}"
+            f"{r.output_changed_share:>8.0%} {r.mean_nearest_cos:>8.2f} {r.mean_norm_pct:>6.1f} {r.mean_rms_z_pct:>7.1f}"
         )
 
 

@@ -817,6 +817,7 @@ class NokenGeneratorRow:
     mean_max_target_prob: float | None
     mean_kl_from_baseline: float
     output_changed_share: float
+    mean_nearest_cos: float
     mean_norm_pct: float
     mean_rms_z_pct: float
 
@@ -846,6 +847,7 @@ def noken_summary_query(run_id: int) -> Select:
             func.avg(Noken.max_target_prob).label("mean_max_target_prob"),
             func.avg(per_noken.c.kl).label("mean_kl_from_baseline"),
             func.avg(per_noken.c.changed).label("output_changed_share"),
+            func.avg(Noken.nearest_cos).label("mean_nearest_cos"),
             func.avg(Noken.norm_pct).label("mean_norm_pct"),
             func.avg(Noken.rms_z_pct).label("mean_rms_z_pct"),
         )

@@ -526,12 +526,12 @@ def cmd_nokens(args: argparse.Namespace) -> int:
 def _print_noken_summary(engine, model: str, run_id: int | None) -> None:
     with session_factory(engine)() as session:
         rows = noken_summary(session, model, run_id)
-    print(f"{'generator':<18} {'nokens':>6} {'verified':>8} {'weak':>5} {'glitch':>6} {'max_p':>7} {'KL':>6} {'changed':>7} {'norm%':>6} {'rms_z%':>6}")
+    print(f"{'generator':<18} {'nokens':>6} {'verified':>8} {'weak':>5} {'glitch':>6} {'max_p':>7} {'KL':>6} {'changed':>7} {'near_cos':>8} {'norm%':>6} {'rms_z%':>6}")
     for r in rows:
         max_p = "-" if r.mean_max_target_prob is None else f"{r.mean_max_target_prob:.4f}"
         print(
             f"{r.generator:<18} {r.n_nokens:>6} {r.n_verified:>8} {r.n_weakly_verified:>5} {r.glitch_share:>6.0%} {max_p:>7} "
-            f"{r.mean_kl_from_baseline:>6.2f} {r.output_changed_share:>7.0%} {r.mean_norm_pct:>6.1f} {r.mean_rms_z_pct:>6.1f}"
+            f"{r.mean_kl_from_baseline:>6.2f} {r.output_changed_share:>7.0%} {r.mean_nearest_cos:>8.2f} {r.mean_norm_pct:>6.1f} {r.mean_rms_z_pct:>6.1f}"
         )
 
 

@@ -14,6 +14,7 @@ from catalog.queries import noken_runs, noken_summary, noken_transcripts
 from catalog.readonly import run_readonly_sql
 from catalog.schema import IngestRun, Model, Noken, NokenNeighbor, NokenProbeResult, ProbeResult, ProbeTemplate, Token, TokenVerdict
 from ingest.cli import main
+from ingest import noken_stage
 from ingest.noken_stage import NokenParams, build_space, run_nokens, token_groups
 from ingest.nokens import GeneratorParams, generate, vector_from_bytes
 from ingest.probe_stage import ProbeParams, probe
@@ -204,3 +205,34 @@ def test_every_sql_question_in_the_docs_answers(runs):
     assert len(queries) >= (4 if engine.dialect.name == "sqlite" else 3)
     for sql in queries:
         assert run_readonly_sql(sql, url).rows, sql
+
+
+def test_an_interrupted_run_is_invisible_and_resumes_without_duplicates(smollm2, smollm2_catalog, tmp_path, monkeypatch):
+    params = NokenParams(generators=("centroid", "direction_sweep"), generator_params=GENERATORS, templates=("echo_fewshot",))
+    monkeypatch.setattr(noken_stage, "CHUNK_NOKENS", 1)  # two nokens: two chunks
+    real_run, calls = Prober.run, []
+
+    def run_then_die(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # the first chunk's noken probes and baselines went through
+            raise KeyboardInterrupt
+        return real_run(self, *args, **kwargs)
+
+    with fresh_database(tmp_path, template=smollm2_catalog) as url:
+        engine = make_engine(url)
+        monkeypatch.setattr(Prober, "run", run_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            run_nokens(smollm2, engine, params)
+        with Session(engine) as session:
+            run = session.scalars(select(IngestRun).where(IngestRun.stage == "nokens")).one()
+            assert run.status == "running" and session.scalar(select(func.count()).select_from(Noken)) == 1
+            with pytest.raises(CatalogError, match="no nokens run yet"):
+                noken_summary(session, SMOLLM2)
+        monkeypatch.setattr(Prober, "run", real_run)
+        resumed = run_nokens(smollm2, engine, params)
+        with Session(engine) as session:
+            ids = session.scalars(select(Noken.noken_id).order_by(Noken.noken_id)).all()
+            n_probes = session.scalar(select(func.count()).select_from(NokenProbeResult))
+        engine.dispose()
+    assert (resumed.status, resumed.run_id, resumed.detail) == ("succeeded", run.id, f"resumed run {run.id}")
+    assert ids == [0, 1] and n_probes == 2
