@@ -3,12 +3,17 @@
 The database URL comes from ``GLITCHDEX_DATABASE_URL``; without it the catalog
 is the SQLite file ``glitchdex.sqlite`` in the working directory. PostgreSQL
 URLs work with the same migrations.
+
+Waits are bounded: a SQLite writer waits at most ``GLITCHDEX_SQLITE_BUSY_TIMEOUT``
+seconds (default 60) for another writer's lock, then fails with one line; a
+PostgreSQL server that does not answer fails the connection after
+``POSTGRESQL_CONNECT_TIMEOUT_S``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,9 @@ import migrations
 
 URL_ENV = "GLITCHDEX_DATABASE_URL"
 DEFAULT_URL = "sqlite:///glitchdex.sqlite"
-SQLITE_BUSY_TIMEOUT_MS = 60_000
+BUSY_TIMEOUT_ENV = "GLITCHDEX_SQLITE_BUSY_TIMEOUT"
+DEFAULT_SQLITE_BUSY_TIMEOUT_S = 60.0
+POSTGRESQL_CONNECT_TIMEOUT_S = 10
 BULK_CHUNK_ROWS = 20_000
 
 
@@ -34,27 +41,64 @@ class CatalogError(Exception):
     """An error whose message is meant for the user as one line."""
 
 
+def first_line(error: BaseException) -> str:
+    """A driver's message in one line (psycopg adds hint lines such as 'Is the server running ...?')."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def database_failure(exc: OperationalError) -> str:
+    """One line for a database that refused to work (locked, unreachable, disk full)."""
+    message = first_line(exc.orig)
+    if "database is locked" in message:
+        return (
+            f"database is locked: another writer held it longer than {sqlite_busy_timeout_s():g} s "
+            f"(wait longer with {BUSY_TIMEOUT_ENV}=SECONDS)"
+        )
+    return f"database error: {message}"
+
+
 def database_url(url: str | None = None) -> str:
     return url or os.environ.get(URL_ENV) or DEFAULT_URL
 
 
-def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the dashboard read while an ingest writes; the busy timeout makes
-    # a second writer wait instead of failing with "database is locked".
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.close()
+def sqlite_busy_timeout_s() -> float:
+    """How long a SQLite writer waits for another writer's lock (``GLITCHDEX_SQLITE_BUSY_TIMEOUT`` seconds)."""
+    text = os.environ.get(BUSY_TIMEOUT_ENV)
+    if text is None:
+        return DEFAULT_SQLITE_BUSY_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise CatalogError(f"{BUSY_TIMEOUT_ENV} must be a number of seconds >= 0, not {text!r}")
+    return seconds
+
+
+def _tune_sqlite(busy_timeout_s: float) -> Callable[[Any, Any], None]:
+    def tune(dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets the dashboard read while an ingest writes; the busy timeout makes
+        # a second writer wait (boundedly) instead of failing with "database is locked".
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cursor.close()
+
+    return tune
 
 
 def make_engine(url: str | None = None) -> Engine:
     url = database_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        event.listen(engine, "connect", _tune_sqlite)
+        busy_timeout_s = sqlite_busy_timeout_s()
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
+        event.listen(engine, "connect", _tune_sqlite(busy_timeout_s))
         return engine
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": POSTGRESQL_CONNECT_TIMEOUT_S})
     return create_engine(url, pool_pre_ping=True)
 
 
@@ -83,7 +127,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except OperationalError as exc:
-        raise CatalogError(f"cannot open database {engine.url.render_as_string(hide_password=True)}: {exc.orig}") from None
+        raise CatalogError(f"cannot open database {engine.url.render_as_string(hide_password=True)}: {first_line(exc.orig)}") from None
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:

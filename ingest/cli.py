@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import torch
+from sqlalchemy.exc import OperationalError
 
 import dashboard
-from catalog.database import URL_ENV, CatalogError, current_revision, database_url, downgrade, ensure_schema, head_revision, make_engine, session_factory, upgrade
+from catalog.database import URL_ENV, CatalogError, current_revision, database_failure, database_url, downgrade, ensure_schema, head_revision, make_engine, session_factory, upgrade
 from catalog.queries import (
     RANKINGS,
     find_model,
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except CatalogError as exc:
         print(f"glitchdex: error: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        print(f"glitchdex: error: {database_failure(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("glitchdex: interrupted; unfinished stages left no rows and resume on the next run", file=sys.stderr)

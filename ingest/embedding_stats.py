@@ -28,6 +28,8 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import MiniBatchKMeans
 from torch import Tensor
 
+from ingest.batching import AdaptiveBatches
+
 UNUSED_PIECE = re.compile(
     r"^(<unused\d+>|\[unused\d+\]|<\|reserved_special_token_\d+\|>|<\|reserved_\d+\|>|<extra_id_\d+>|<\|unused_\d+\|>)$"
 )
@@ -167,17 +169,18 @@ def nearest_neighbors(embed: Tensor, query_rows: Tensor, n_neighbors: int, chunk
     """
     unit = torch.nn.functional.normalize(embed, dim=1)
     k = min(n_neighbors, unit.shape[0] - 1)
-    all_rows, all_cos = [], []
-    for start in range(0, query_rows.shape[0], chunk):
-        rows = query_rows[start : start + chunk]
+
+    def top_k(rows: Tensor) -> list[tuple[Tensor, Tensor]]:
         similarity = unit[rows] @ unit.T  # [chunk, n]
         similarity[torch.arange(rows.shape[0], device=unit.device), rows] = -torch.inf
         cos, idx = similarity.topk(k, dim=1)
-        all_rows.append(idx)
-        all_cos.append(cos)
-    if not all_rows:
+        return [(idx, cos)]
+
+    # [chunk, n] similarities of a 262k vocabulary are 1 GiB per 1024 rows: fewer rows if that does not fit.
+    parts = AdaptiveBatches(chunk, unit.device).map(top_k, query_rows)
+    if not parts:
         return torch.empty(0, k, dtype=torch.long), torch.empty(0, k)
-    return torch.cat(all_rows), torch.cat(all_cos)
+    return torch.cat([idx for idx, _ in parts]), torch.cat([cos for _, cos in parts])
 
 
 def _rows_of(ids: Tensor, token_ids: Sequence[int]) -> Tensor:

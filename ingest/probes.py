@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from catalog.database import CatalogError
+from ingest.batching import AdaptiveBatches
 
 PLACEHOLDER = "«TOKEN»"
 NO_CHAT_TEMPLATE = "Question: {text}\nAnswer: {prefix}"
@@ -397,27 +398,27 @@ def _rows(insertion: Insertion | None, start: int, stop: int) -> Insertion | Non
 
 
 class Prober:
-    """Runs (token id, template) probes in batches of ``batch_size``, the way ``mode`` says."""
+    """Runs (token id, template) probes in batches of ``batch_size`` (halved on out-of-memory), the way ``mode`` says."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, templates: Sequence[Template], *, mode: str, positions: int, batch_size: int, device: str):
         if mode not in MODES:
             raise CatalogError(f"unknown probe mode {mode!r}; choose one of {', '.join(MODES)}")
         self.model, self.tokenizer, self.mode = model, tokenizer, mode
-        self.positions, self.batch_size, self.device = positions, batch_size, device
+        self.positions, self.device = positions, device
+        self.batches = AdaptiveBatches(batch_size, device)  # halves on out-of-memory; .batch_size is the size in use
         self.prompts = {t.name: render_prompt(tokenizer, t) for t in templates}
         self._caches: dict[str, Any] = {}
 
     def run(self, pairs: Sequence[tuple[int, Template]], insertion: Insertion | None = None, keep_first_step: bool = False) -> list[ProbeRecord]:
         """Probe every pair; with ``insertion`` (candidate mode only), pair i's slots hold ``insertion.vectors[i]``."""
         if self.mode == "candidates":
-            return [
-                record
-                for start in range(0, len(pairs), self.batch_size)
-                for record in generate_probes(
-                    self.model, self.tokenizer, self.prompts, pairs[start : start + self.batch_size], positions=self.positions, device=self.device,
-                    insertion=_rows(insertion, start, start + self.batch_size), keep_first_step=keep_first_step,
-                )
-            ]
+            return self.batches.map(
+                lambda rows: generate_probes(
+                    self.model, self.tokenizer, self.prompts, pairs[rows.start : rows.stop], positions=self.positions, device=self.device,
+                    insertion=_rows(insertion, rows.start, rows.stop), keep_first_step=keep_first_step,
+                ),
+                range(len(pairs)),  # positions, so the inserted vectors are cut like the pairs
+            )
         if insertion is not None or keep_first_step:
             raise CatalogError("sweep mode probes token ids only: run inserted vectors in candidate mode")
         return self._sweep(pairs)
@@ -431,9 +432,10 @@ class Prober:
             prompt = self.prompts[name]
             if name not in self._caches:
                 self._caches[name] = prefix_cache(self.model, prompt, self.device)
-            for start in range(0, len(token_ids), self.batch_size):
-                records += sweep_probes(
-                    self.model, self.tokenizer, prompt, self._caches[name], token_ids[start : start + self.batch_size],
-                    positions=self.positions, device=self.device,
-                )
+            records += self.batches.map(
+                lambda batch: sweep_probes(
+                    self.model, self.tokenizer, prompt, self._caches[name], batch, positions=self.positions, device=self.device
+                ),
+                token_ids,
+            )
         return records

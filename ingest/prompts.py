@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ingest.batching import AdaptiveBatches
+
 METHODS = ("gcg", "continuous")
 
 
@@ -108,6 +110,7 @@ class PromptLM:
             self.table = embedding(torch.arange(embedding.num_embeddings, device=self.device))  # [d_vocab, d_model]
             self.prefix = embedding(torch.tensor(self.prefix_ids, dtype=torch.long, device=self.device))  # [prefix, d_model]
         self.dtype = self.table.dtype
+        self._eval_batches: dict[int, AdaptiveBatches] = {}  # per requested chunk; shrinks on out-of-memory and stays shrunk
 
     @property
     def d_vocab(self) -> int:
@@ -121,8 +124,12 @@ class PromptLM:
 
     @torch.no_grad()
     def score_ids(self, prompt_ids: Tensor, targets: Tensor, chunk: int) -> Scores:
-        """Exact scores of prompts [batch, pos] for targets [batch], ``chunk`` prompts per forward."""
-        parts = [score_targets(self.next_logits(self.table[ids]), tgt) for ids, tgt in zip(prompt_ids.split(chunk), targets.split(chunk))]
+        """Exact scores of prompts [batch, pos] for targets [batch], at most ``chunk`` prompts per forward (fewer after out-of-memory)."""
+        batches = self._eval_batches.setdefault(chunk, AdaptiveBatches(chunk, self.device))
+        parts = batches.map(
+            lambda rows: [score_targets(self.next_logits(self.table[prompt_ids[rows.start : rows.stop]]), targets[rows.start : rows.stop])],
+            range(len(prompt_ids)),
+        )
         return Scores(*(torch.cat([getattr(p, name) for p in parts]) for name in ("logprob", "rank", "margin")))
 
     @torch.no_grad()

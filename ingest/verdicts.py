@@ -6,6 +6,7 @@ on fixed strings and numbers.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections import Counter
@@ -128,8 +129,12 @@ def dominant_category(categories: Sequence[str | None]) -> str | None:
 
 
 def verdict(probes: Sequence[ProbeOutcome], thresholds: Thresholds) -> Verdict:
-    """verified / weakly_verified / rejected from the highest target probability over the target probes."""
-    target = [p for p in probes if p.kind in TARGET_KINDS]
+    """verified / weakly_verified / rejected from the highest target probability over the target probes.
+
+    A NaN probability (an overflowed half-precision forward) measured nothing and is left out:
+    ``max`` over NaNs would depend on the order of the probes.
+    """
+    target = [p for p in probes if p.kind in TARGET_KINDS and not math.isnan(p.target_prob)]
     if not target:
         return Verdict("untested", None, len(probes), sum(p.passed for p in probes), dominant_category([p.failure_category for p in probes]))
     max_prob = max(p.target_prob for p in target)

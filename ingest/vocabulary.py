@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from catalog.database import CatalogError
+
 BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
@@ -54,6 +56,10 @@ class Vocabulary(ABC):
     @abstractmethod
     def piece(self, token_id: int) -> str:
         """The raw vocabulary entry."""
+
+    def piece_key(self, token_id: int) -> str | bytes:
+        """What identifies the entry in the tokenizer's own vocabulary (unique per id in a sound tokenizer)."""
+        return self.piece(token_id)
 
     @abstractmethod
     def token_bytes(self, token_id: int) -> bytes:
@@ -174,6 +180,10 @@ class TiktokenVocabulary(Vocabulary):
     def piece(self, token_id: int) -> str:
         return self._bytes[token_id].decode("utf-8", errors="backslashreplace")
 
+    def piece_key(self, token_id: int) -> bytes:
+        # The escaped piece of byte b"\xff" reads like the literal text "\\xff": compare the bytes.
+        return self._bytes[token_id]
+
     def token_bytes(self, token_id: int) -> bytes:
         return self._bytes[token_id]
 
@@ -183,6 +193,20 @@ class TiktokenVocabulary(Vocabulary):
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encoding.encode_ordinary(text) for text in texts]
+
+
+def check_pieces(vocabulary: Vocabulary) -> None:
+    """Refuse a vocabulary with an empty piece or two ids sharing one piece: its facts and statistics
+    could not be told apart. Raises CatalogError naming the first offending ids."""
+    first_id: dict[str | bytes, int] = {}
+    for token_id in vocabulary.token_ids:
+        key = vocabulary.piece_key(token_id)
+        if not key:
+            # HF tokenizers map piece -> id, so a piece stored twice leaves an id without one.
+            raise CatalogError(f"corrupt vocabulary: token {token_id} has an empty or missing piece (a piece stored twice?)")
+        if key in first_id:
+            raise CatalogError(f"corrupt vocabulary: tokens {first_id[key]} and {token_id} share the piece {key!r}")
+        first_id[key] = token_id
 
 
 def _special_tokens(encoding: Any) -> dict[str, int]:

@@ -73,6 +73,24 @@ def fresh_database(folder: Path, template: Engine | None = None) -> Iterator[str
         admin.dispose()
 
 
+READER_ROLE = "glitchdex_reader"
+
+
+def reader_url(url: str) -> str:
+    """The URL the SQL page should use for the catalog at ``url``: on PostgreSQL a login role with
+    only read rights (created once per server), on SQLite ``url`` itself."""
+    if make_url(url).get_backend_name() != "postgresql":
+        return url
+    admin = create_engine(os.environ[TEST_DATABASE_ENV], isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if conn.scalar(text("SELECT count(*) FROM pg_roles WHERE rolname = :role"), {"role": READER_ROLE}) == 0:
+                conn.execute(text(f"CREATE ROLE {READER_ROLE} LOGIN IN ROLE pg_read_all_data"))
+    finally:
+        admin.dispose()
+    return make_url(url).set(username=READER_ROLE, password=None).render_as_string(hide_password=False)
+
+
 def _copy_sqlite(source: str, target: Path) -> None:
     src, dst = sqlite3.connect(source), sqlite3.connect(target)
     try:

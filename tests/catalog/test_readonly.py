@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from catalog.database import CatalogError
-from catalog.readonly import run_readonly_sql
-from tests.conftest import on_postgresql
+from catalog.readonly import SQL_URL_ENV, run_readonly_sql
+from tests.conftest import on_postgresql, reader_url
 
 REFUSED = [
     "DELETE FROM model",
@@ -21,8 +21,18 @@ REFUSED = [
     "SELECT load_extension('{attached}')",
     "PRAGMA query_only = OFF",
     "PRAGMA writable_schema = ON",
+    "PRAGMA journal_mode = DELETE",
     "VACUUM",
+    "VACUUM INTO '{attached}'",
     "SELECT 1; DELETE FROM model",
+    "WITH doomed AS (SELECT id FROM model) DELETE FROM model WHERE id IN (SELECT id FROM doomed)",
+    "REPLACE INTO alembic_version VALUES ('x')",
+    "CREATE TEMP TABLE scratch AS SELECT 1 AS x",
+    "CREATE TRIGGER stamp AFTER INSERT ON model BEGIN SELECT 1; END",
+    "ANALYZE",
+    "DETACH DATABASE main",
+    "SELECT fts3_tokenizer('simple')",  # would hand out a pointer
+    "SELECT length(randomblob(900000000))",  # one VM step of seconds: the progress handler cannot stop it
 ]
 # The SQLite tests below check SQLite's own mechanics (file, ATTACH, pragmas, progress handler).
 sqlite_only = pytest.mark.skipif(on_postgresql(), reason="SQLite read-only mechanics; PostgreSQL has its own tests below")
@@ -39,7 +49,7 @@ def test_writes_attach_extensions_and_settings_fail_and_change_nothing(engine, d
     engine.dispose()  # checkpoint the WAL so the file alone is the catalog
     attached = tmp_path / "other.sqlite"
     before = file_digest(db_url)
-    with pytest.raises(CatalogError, match="read-?only|refused|one statement"):
+    with pytest.raises(CatalogError, match="read-?only|refused|one statement"):  # and promptly: no VACUUM INTO, no 900 MB blob
         run_readonly_sql(sql.format(attached=attached), db_url)
     assert file_digest(db_url) == before
     assert not attached.exists()
@@ -79,21 +89,34 @@ needs_postgresql = pytest.mark.skipif(not on_postgresql(), reason="GLITCHDEX_TES
 POSTGRESQL_REFUSED = [
     ("DELETE FROM model", "read-only transaction"),
     ("CREATE TABLE scratch (x INTEGER)", "read-only transaction"),
+    ("WITH doomed AS (DELETE FROM model RETURNING id) SELECT * FROM doomed", "read-only transaction"),
+    ("SELECT nextval('model_id_seq')", "permission denied|read-only transaction"),
     ("SET TRANSACTION READ WRITE", "before any query"),
     ("SELECT set_config('transaction_read_only', 'off', true)", "before any query"),
     ("COMMIT; SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE; DELETE FROM model", "multiple commands"),
+    ("COPY (SELECT 1) TO '/tmp/glitchdex-sql-page-copy.txt'", "COPY to a file"),
+    ("SELECT pg_read_file('/etc/hostname')", "permission denied"),
+    ("SELECT set_config('role', 'postgres', false), query_to_xml('SELECT pg_read_file(''/etc/hostname'')', true, false, '')", "permission denied"),
 ]
 
 
 @needs_postgresql
 @pytest.mark.parametrize("sql, reason", POSTGRESQL_REFUSED)
-def test_postgresql_session_refuses_writes(engine, db_url, sql, reason):
+def test_postgresql_session_refuses_writes_and_server_files(engine, db_url, sql, reason):
     with pytest.raises(CatalogError, match=reason):
-        run_readonly_sql(sql, db_url)
+        run_readonly_sql(sql, reader_url(db_url))
+
+
+@needs_postgresql
+def test_postgresql_superuser_is_refused(engine, db_url):
+    """A superuser reads and writes server files even in a read-only transaction: the page will not run as one."""
+    with pytest.raises(CatalogError, match=f"does not run queries as 'postgres'.*{SQL_URL_ENV}"):
+        run_readonly_sql("SELECT 1", db_url)
 
 
 @needs_postgresql
 def test_postgresql_statement_timeout_stops_a_runaway_query(engine, db_url):
+    url = reader_url(db_url)
     with pytest.raises(CatalogError, match="longer than the 0.5 s limit"):
-        run_readonly_sql(RUNAWAY, db_url, timeout_s=0.5)
-    assert run_readonly_sql("SELECT '100%' AS share", db_url).rows == [("100%",)]
+        run_readonly_sql(RUNAWAY, url, timeout_s=0.5)
+    assert run_readonly_sql("SELECT '100%' AS share", url).rows == [("100%",)]

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import insert, inspect
 
 from catalog.database import make_engine
-from catalog.readonly import run_readonly_sql
+from catalog.readonly import SQL_URL_ENV, run_readonly_sql
 from catalog.schema import IngestRun, utcnow
 from dashboard import data
 from dashboard.sql_examples import EXAMPLES
-from tests.conftest import on_postgresql
+from tests.conftest import on_postgresql, reader_url
 from tests.dashboard.conftest import FIRSTSUM, KNOWN_UNDER_TRAINED, MINILM, url_of
 
 SMOLLM2_TOKENIZER = "1"
@@ -186,12 +186,13 @@ def test_nokens_page_shows_generators_vectors_and_a_nokens_transcripts(noken_cat
 # --- SQL page -------------------------------------------------------------------------------
 
 
-def sql_page(open_page, url: str):
+def sql_page(open_page, url: str, monkeypatch):
+    monkeypatch.setenv(SQL_URL_ENV, reader_url(url))  # PostgreSQL: the page refuses a superuser
     return open_page(url, "page_sql.py")
 
 
-def test_sql_page_runs_a_saved_question_with_downloads(smollm2_catalog, open_page):
-    app = sql_page(open_page, url_of(smollm2_catalog))
+def test_sql_page_runs_a_saved_question_with_downloads(smollm2_catalog, open_page, monkeypatch):
+    app = sql_page(open_page, url_of(smollm2_catalog), monkeypatch)
     app.selectbox[0].select(EXAMPLES[0].question).run()
     assert app.text_area[0].value == EXAMPLES[0].sql
     app.button[0].click().run()
@@ -203,16 +204,16 @@ def test_sql_page_runs_a_saved_question_with_downloads(smollm2_catalog, open_pag
 
 
 @pytest.mark.skipif(on_postgresql(), reason="SQLite's dynamic typing is what mixes types in a column")
-def test_sql_page_downloads_columns_of_mixed_sqlite_types(smollm2_catalog, open_page):
-    app = sql_page(open_page, url_of(smollm2_catalog))
+def test_sql_page_downloads_columns_of_mixed_sqlite_types(smollm2_catalog, open_page, monkeypatch):
+    app = sql_page(open_page, url_of(smollm2_catalog), monkeypatch)
     app.text_area[0].input("SELECT 1 AS x, NULL AS y UNION ALL SELECT 'one', x'00ff'").run()
     app.button[0].click().run()
     assert not app.exception and len(app.dataframe[0].value) == 2
     assert len(app.get("download_button")) == 2
 
 
-def test_sql_page_refuses_writes_and_leaves_the_catalog_unchanged(catalog_copy, open_page):
-    app = sql_page(open_page, catalog_copy)
+def test_sql_page_refuses_writes_and_leaves_the_catalog_unchanged(catalog_copy, open_page, monkeypatch):
+    app = sql_page(open_page, catalog_copy, monkeypatch)
     app.text_area[0].input("DELETE FROM token").run()
     app.button[0].click().run()
     assert "readonly" in app.error[0].value

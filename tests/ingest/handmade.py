@@ -57,7 +57,11 @@ def wordpiece_uncased() -> tuple[PreTrainedTokenizerFast, dict[str, int]]:
     Known facts: 'Cat' is unreachable (the normaliser lowercases);
     '##ing' is reachable after a word; '[unused0]' is an ordinary, unreachable piece.
     """
-    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[unused0]", "cat", "sing", "##ing", "Cat", "a", "ɐ", "s"]
+    return wordpiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[unused0]", "cat", "sing", "##ing", "Cat", "a", "ɐ", "s"])
+
+
+def wordpiece(pieces: list[str]) -> tuple[PreTrainedTokenizerFast, dict[str, int]]:
+    """Uncased WordPiece whose token ids are the positions in ``pieces`` (the first four are its specials)."""
     tokenizer = Tokenizer(models.WordPiece({p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
