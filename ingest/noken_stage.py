@@ -306,6 +306,7 @@ class _NokenRun:
             "verdict_counts": counts,
             "space_rows": len(self.space.vectors),
             "typical_norm": self.space.typical_norm,
+            "batch_size_used": self.prober.batches.batch_size,
             "rendered_prompts": {t.key: self.prober.prompts[t.name].rendered for t in self.templates},
         }
         return 0, extra
