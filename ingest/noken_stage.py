@@ -18,7 +18,6 @@ reproduced without the generator code.
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,12 +28,18 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError, bulk_insert, ensure_schema
-from catalog.queries import top_anomalous_query
 from catalog.schema import Noken, NokenNeighbor, NokenProbeResult, Token
 from ingest.loading import LoadedModel
 from ingest.nokens import GENERATORS, Generated, GeneratorParams, VectorSpace, describe_vectors, generate, vector_bytes
 from ingest.pipeline import ResumableWork, StageResult, run_resumable_stage
-from ingest.probe_stage import outcome_fields, require_catalogued_stats, require_causal_lm, upsert_templates
+from ingest.probe_stage import (
+    outcome_fields,
+    require_catalogued_stats,
+    require_causal_lm,
+    sample_normal_tokens,
+    top_token_ids,
+    upsert_templates,
+)
 from ingest.probes import INSERTION_MODES, TEMPLATES, Insertion, Prober, Template, decoder_layers, slot_activations, templates_named
 from ingest.verdicts import ProbeOutcome, Thresholds, verdict
 
@@ -112,12 +117,8 @@ def run_nokens(
 
 def token_groups(conn: Connection, params: NokenParams, stats_run: int, tokenizer_id: int) -> Groups:
     """Top ``n_anomalous`` non-special tokens by anomaly_score, and a seeded sample of ``n_normal`` normal tokens."""
-    anomalous = list(conn.scalars(top_anomalous_query(stats_run).with_only_columns(Token.token_id).limit(params.n_anomalous)))
-    normal = conn.scalars(
-        select(Token.token_id).where(Token.tokenizer_id == tokenizer_id, Token.category == "normal").order_by(Token.token_id)
-    ).all()
-    pool = sorted(set(normal) - set(anomalous))
-    return Groups(anomalous, sorted(random.Random(params.seed).sample(pool, min(params.n_normal, len(pool)))))
+    anomalous = top_token_ids(conn, stats_run, "anomaly_score", params.n_anomalous)
+    return Groups(anomalous, sample_normal_tokens(conn, tokenizer_id, params.n_normal, params.seed, set(anomalous)))
 
 
 def build_space(

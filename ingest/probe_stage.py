@@ -140,18 +140,25 @@ def upsert_templates(conn: Connection, templates: Sequence[Template]) -> dict[st
     return ids
 
 
-def select_tokens(conn: Connection, params: ProbeParams, stats_run: int, tokenizer_id: int) -> Selection:
-    """Top ``params.top`` non-special tokens of every indicator and a seeded sample of normal tokens; all tokens in sweep mode."""
-    by_indicator = {
-        name: list(conn.scalars(top_anomalous_query(stats_run, name).with_only_columns(Token.token_id).limit(params.top)))
-        for name in RANKINGS
-    }
-    candidates = {token_id for ids in by_indicator.values() for token_id in ids}
+def top_token_ids(conn: Connection, stats_run: int, by: str, n: int) -> list[int]:
+    """The first ``n`` non-special token ids of an embedding_stats run's ``by`` ranking."""
+    return list(conn.scalars(top_anomalous_query(stats_run, by).with_only_columns(Token.token_id).limit(n)))
+
+
+def sample_normal_tokens(conn: Connection, tokenizer_id: int, n: int, seed: int, exclude: set[int]) -> list[int]:
+    """A seeded sample of ``n`` token ids of category 'normal' outside ``exclude``, sorted."""
     normal = conn.scalars(
         select(Token.token_id).where(Token.tokenizer_id == tokenizer_id, Token.category == "normal").order_by(Token.token_id)
     ).all()
-    pool = [t for t in normal if t not in candidates]
-    controls = sorted(random.Random(params.seed).sample(pool, min(params.controls, len(pool))))
+    pool = [t for t in normal if t not in exclude]
+    return sorted(random.Random(seed).sample(pool, min(n, len(pool))))
+
+
+def select_tokens(conn: Connection, params: ProbeParams, stats_run: int, tokenizer_id: int) -> Selection:
+    """Top ``params.top`` non-special tokens of every indicator and a seeded sample of normal tokens; all tokens in sweep mode."""
+    by_indicator = {name: top_token_ids(conn, stats_run, name, params.top) for name in RANKINGS}
+    candidates = {token_id for ids in by_indicator.values() for token_id in ids}
+    controls = sample_normal_tokens(conn, tokenizer_id, params.controls, params.seed, candidates)
     special = set(conn.scalars(select(Token.token_id).where(Token.tokenizer_id == tokenizer_id, Token.is_special.is_(True))))
 
     reasons: dict[int, list[str]] = defaultdict(list)
