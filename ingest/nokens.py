@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -38,20 +39,47 @@ class VectorSpace:
     anomalous: Tensor  # [n_anomalous] row indices of catalogued anomalous tokens
     normal: Tensor  # [n_normal] row indices of sampled normal tokens
 
-    @property
+    # Derived once per space: the generators and every chunk's descriptions read them.
+
+    @cached_property
     def centroid(self) -> Tensor:
         """[d_model] mean of every reference vector."""
         return self.vectors.mean(0)
 
-    @property
+    @cached_property
     def std(self) -> Tensor:
         """[d_model] per-dimension standard deviation of the reference vectors."""
         return self.vectors.std(0).clamp(min=1e-8)
 
-    @property
+    @cached_property
     def typical_norm(self) -> float:
         """Median norm of the normal tokens' vectors."""
         return self.vectors[self.normal].norm(dim=1).median().item()
+
+    @cached_property
+    def sorted_norms(self) -> Tensor:
+        """[n_ref] reference norms, ascending (for percentiles)."""
+        return self.vectors.norm(dim=1).sort().values
+
+    @cached_property
+    def sorted_centroid_dists(self) -> Tensor:
+        """[n_ref] reference distances to the centroid, ascending."""
+        return (self.vectors - self.centroid).norm(dim=1).sort().values
+
+    @cached_property
+    def sorted_rms_z(self) -> Tensor:
+        """[n_ref] reference RMS z-scores, ascending."""
+        return _rms_z(self.vectors, self.centroid, self.std).sort().values
+
+    @cached_property
+    def unit_vectors(self) -> Tensor:
+        """[n_ref, d_model] reference vectors scaled to norm 1 (cosines)."""
+        return torch.nn.functional.normalize(self.vectors, dim=1)
+
+    @cached_property
+    def distinct_tokens(self) -> tuple[Tensor, Tensor]:
+        """The distinct token ids [n_tokens], and each row's index among them [n_ref]."""
+        return self.token_ids.unique(return_inverse=True)
 
 
 @dataclass(frozen=True)
@@ -217,42 +245,38 @@ class VectorDescription:
     neighbor_cos: Tensor  # [n, k]
 
 
-def _percentile_of(values: Tensor, reference: Tensor) -> Tensor:
-    """% of ``reference`` strictly below each of ``values``.  [n], [n_ref] -> [n]."""
-    ordered = reference.sort().values
+def _percentile_of(values: Tensor, ordered: Tensor) -> Tensor:
+    """% of the ascending ``ordered`` strictly below each of ``values``.  [n], [n_ref] -> [n]."""
     return 100.0 * torch.searchsorted(ordered, values.contiguous(), right=False).float() / len(ordered)
 
 
 def _rms_z(vectors: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Root-mean-square per-dimension z-score.  [n, d_model], [d_model], [d_model] -> [n]."""
     return (((vectors - mean) / std) ** 2).mean(1).sqrt()
 
 
 def describe_vectors(vectors: Tensor, space: VectorSpace, *, k: int = 5, device: str = "cpu") -> VectorDescription:
     """Norm, centroid distance and cosine, RMS z-score (each with its percentile among the reference
-    vectors) and the ``k`` nearest distinct real tokens of vectors [n, d_model]."""
-    ref = space.vectors.to(device)
-    v = vectors.to(device)
-    c, std = ref.mean(0), ref.std(0).clamp(min=1e-8)
-    norm, ref_norm = v.norm(dim=1), ref.norm(dim=1)
-    dist, ref_dist = (v - c).norm(dim=1), (ref - c).norm(dim=1)
-    rms_z, ref_rms_z = _rms_z(v, c, std), _rms_z(ref, c, std)
-    cos = torch.nn.functional.normalize(v, dim=1) @ torch.nn.functional.normalize(ref, dim=1).T  # [n, n_ref]
-    ids = space.token_ids.to(device)
+    vectors) and the ``k`` nearest distinct real tokens of vectors [n, d_model]; the cosines against
+    every reference vector are computed on ``device``."""
+    v = vectors.float().cpu()
+    norm, dist, z = v.norm(dim=1), (v - space.centroid).norm(dim=1), _rms_z(v, space.centroid, space.std)
+    cos = torch.nn.functional.normalize(v, dim=1).to(device) @ space.unit_vectors.to(device).T  # [n, n_ref]
     # Residual spaces hold several rows per token (one per prompt): keep each token's best row.
-    distinct, row_token = ids.unique(return_inverse=True)
+    distinct, row_token = space.distinct_tokens
     per_token = torch.full((len(v), len(distinct)), -2.0, device=device).scatter_reduce(
-        1, row_token.expand(len(v), -1), cos, reduce="amax"
+        1, row_token.to(device).expand(len(v), -1), cos, reduce="amax"
     )
     top = per_token.topk(min(k, len(distinct)), dim=1)
     return VectorDescription(
-        norm=norm.cpu(),
-        norm_pct=_percentile_of(norm, ref_norm).cpu(),
-        centroid_dist=dist.cpu(),
-        centroid_dist_pct=_percentile_of(dist, ref_dist).cpu(),
-        centroid_cos=torch.nn.functional.cosine_similarity(v, c[None], dim=1).cpu(),
-        rms_z=rms_z.cpu(),
-        rms_z_pct=_percentile_of(rms_z, ref_rms_z).cpu(),
-        neighbor_tokens=distinct[top.indices].cpu(),
+        norm=norm,
+        norm_pct=_percentile_of(norm, space.sorted_norms),
+        centroid_dist=dist,
+        centroid_dist_pct=_percentile_of(dist, space.sorted_centroid_dists),
+        centroid_cos=torch.nn.functional.cosine_similarity(v, space.centroid[None], dim=1),
+        rms_z=z,
+        rms_z_pct=_percentile_of(z, space.sorted_rms_z),
+        neighbor_tokens=distinct[top.indices.cpu()],
         neighbor_cos=top.values.cpu(),
     )
 
