@@ -7,8 +7,7 @@ Create Date: 2026-11-23 13:40:00
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
+from migrations.comments import set_ingest_run_comments
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -24,17 +23,9 @@ STATUS_NEW = (
 )
 
 
-def _set_comments(stage: str, status: str, old_stage: str, old_status: str) -> None:
-    # SQLite keeps no column comments, and rebuilding ingest_run there would cascade into every stage table.
-    if op.get_bind().dialect.name == "sqlite":
-        return
-    op.alter_column("ingest_run", "stage", existing_type=sa.String(40), existing_nullable=False, comment=stage, existing_comment=old_stage)
-    op.alter_column("ingest_run", "status", existing_type=sa.String(12), existing_nullable=False, comment=status, existing_comment=old_status)
-
-
 def upgrade() -> None:
-    _set_comments(STAGE_NEW, STATUS_NEW, STAGE_OLD, STATUS_OLD)
+    set_ingest_run_comments(STAGE_NEW, STATUS_NEW, STAGE_OLD, STATUS_OLD)
 
 
 def downgrade() -> None:
-    _set_comments(STAGE_OLD, STATUS_OLD, STAGE_NEW, STATUS_NEW)
+    set_ingest_run_comments(STAGE_OLD, STATUS_OLD, STAGE_NEW, STATUS_NEW)

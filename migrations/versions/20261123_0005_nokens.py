@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.comments import set_ingest_run_comments
+
 revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
@@ -25,16 +27,8 @@ STATUS_OLD = (
 STATUS_NEW = STATUS_OLD.replace("(probes, prompt_search)", "(probes, prompt_search, nokens)")
 
 
-def _set_comments(stage: str, status: str, old_stage: str, old_status: str) -> None:
-    # As in 0004: SQLite keeps no column comments, and rebuilding ingest_run there would cascade.
-    if op.get_bind().dialect.name == "sqlite":
-        return
-    op.alter_column("ingest_run", "stage", existing_type=sa.String(40), existing_nullable=False, comment=stage, existing_comment=old_stage)
-    op.alter_column("ingest_run", "status", existing_type=sa.String(12), existing_nullable=False, comment=status, existing_comment=old_status)
-
-
 def upgrade() -> None:
-    _set_comments(STAGE_NEW, STATUS_NEW, STAGE_OLD, STATUS_OLD)
+    set_ingest_run_comments(STAGE_NEW, STATUS_NEW, STAGE_OLD, STATUS_OLD)
     op.create_table('noken',
     sa.Column('run_id', sa.Integer(), nullable=False, comment='The nokens run.'),
     sa.Column('noken_id', sa.Integer(), autoincrement=False, nullable=False, comment='Index of the noken within its run (0, 1, ...).'),
@@ -112,7 +106,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    _set_comments(STAGE_OLD, STATUS_OLD, STAGE_NEW, STATUS_NEW)
+    set_ingest_run_comments(STAGE_OLD, STATUS_OLD, STAGE_NEW, STATUS_NEW)
     op.drop_table('noken_probe_result')
     op.drop_table('noken_neighbor')
     with op.batch_alter_table('noken', schema=None) as batch_op:
