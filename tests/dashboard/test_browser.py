@@ -60,7 +60,7 @@ def dashboard_server(smollm2_catalog, tmp_path: Path) -> Iterator[str]:
     """Base URL of `glitchdex dashboard --headless` serving the SmolLM2 catalog."""
     port = free_port()
     log = tmp_path / "dashboard.log"
-    command = [sys.executable, "-m", "ingest.cli", "--db", url_of(smollm2_catalog), "dashboard", "--headless", "--port", str(port)]
+    command = [sys.executable, "-m", "ingest.jobs.cli", "--db", url_of(smollm2_catalog), "dashboard", "--headless", "--port", str(port)]
     with log.open("w") as out:
         server = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
     base = f"http://localhost:{port}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from ingest.vocabulary import gpt2_byte_decoder
+from ingest.load.vocabulary import gpt2_byte_decoder
 
 BYTE_CHAR = {byte: char for char, byte in gpt2_byte_decoder().items()}
 

@@ -17,7 +17,7 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ingest.probes import TEMPLATES_BY_NAME, Prober
+from ingest.compute.probes import TEMPLATES_BY_NAME, Prober
 from tests.ingest.handmade import byte_level_bpe
 
 VOCAB = 65536  # a [2048, VOCAB] float32 logits step is 512 MiB

@@ -1,0 +1,1 @@
+"""Model loading: resolve a spec (hub id, folder, GGUF, PyPI package, tiktoken name) and read its vocabulary."""

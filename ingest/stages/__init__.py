@@ -1,0 +1,1 @@
+"""Stages: each reads the catalog, runs its computation and writes its tables under an ``ingest_run``."""

@@ -1,0 +1,187 @@
+"""Prompt search: tiny random models for the mechanics, SmolLM2-135M for the real thing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+from catalog.database import make_engine
+from catalog.queries import find_model, prompt_results
+from catalog.schema import IngestRun, PromptSearch
+from ingest.compute.prompts import PromptLM, SearchParams, ban_rules, continuous_search, gcg_search, score_targets
+from ingest.jobs.cli import main
+from ingest.jobs.pipeline import ingest
+from ingest.load.models import LoadedModel
+from ingest.stages.prompts import Target, catalog_ban_rules, run_prompt_search, special_prefix_ids
+from tests.conftest import SMOLLM2, fresh_database
+
+TINY_VOCAB = 300
+TINY = dict(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+TINY_PARAMS = SearchParams(prompt_len=4, max_steps=5, top_k=8, n_candidates=12, n_slots=2, continuous_steps=6)
+COMMA, THE = 28, 260  # SmolLM2 ids of ',' and ' the': tokens almost any prompt can be pushed to emit
+
+
+def tiny_lm(config_class, model_class) -> PromptLM:
+    torch.manual_seed(0)
+    return PromptLM(model_class(config_class(**TINY)).eval(), prefix_ids=[1])
+
+
+def tiny_bans(allow_anomalous: bool = False):
+    texts = {i: f"t{i}" for i in range(TINY_VOCAB - 10)}  # the last 10 embedding rows have no token
+    return ban_rules(texts, special_ids=[0, 1, 2], anomalous_ids=[5, 6], allow_anomalous=allow_anomalous, d_vocab=TINY_VOCAB)
+
+
+# --- mechanics on tiny random models ------------------------------------------------
+
+
+def test_inputs_embeds_replicate_gemma3_embedding_scale():
+    lm = tiny_lm(Gemma3TextConfig, Gemma3ForCausalLM)
+    embedding = lm.model.get_input_embeddings()
+    ids = torch.arange(TINY_VOCAB)
+    assert not torch.allclose(lm.table, embedding.weight)  # Gemma3 scales: the raw weight would be wrong
+    torch.testing.assert_close(lm.table, embedding(ids))
+    prompts = torch.randint(3, 290, (4, 5))
+    greedy = lm.greedy_next_ids(prompts)  # through input_ids
+    assert lm.score_ids(prompts, greedy, chunk=3).rank.tolist() == [1, 1, 1, 1]  # through inputs_embeds
+
+
+def test_score_targets_rank_and_margin():
+    logits = torch.tensor([[0.0, 3.0, 1.0], [5.0, 3.0, 1.0]])
+    scores = score_targets(logits, torch.tensor([1, 2]))
+    assert scores.rank.tolist() == [1, 3]
+    torch.testing.assert_close(scores.margin, torch.tensor([2.0, -4.0]))
+    torch.testing.assert_close(scores.logprob, logits.log_softmax(-1)[[0, 1], [1, 2]])
+
+
+def test_bans_cover_target_text_specials_missing_ids_and_anomalous():
+    masks = tiny_bans().masks([12, 100])
+    banned_12 = set(masks[0].nonzero()[:, 0].tolist())
+    assert {12, *range(120, 130)} <= banned_12  # 't12' is contained in 't120'..'t129'
+    assert {0, 1, 2, 5, 6, *range(290, 300)} <= banned_12
+    assert 13 not in banned_12 and 21 not in banned_12
+    assert masks[1].sum() == 1 + 3 + 2 + 10  # 't100' is in no other token
+    assert not tiny_bans(allow_anomalous=True).masks([100])[0, [5, 6]].any()
+
+
+def test_ban_matches_stripped_text_of_whitespace_prefixed_targets():
+    bans = ban_rules({0: " cat", 1: "cat", 2: "cats", 3: " dog", 4: "  "}, [], [], allow_anomalous=False, d_vocab=5)
+    assert bans.masks([0])[0].tolist() == [True, True, True, False, False]
+    assert bans.masks([4])[0].tolist() == [False, False, False, False, True]  # whitespace target: only itself
+
+
+def test_gcg_refills_slots_and_respects_hyperparameters_and_bans():
+    lm, bans = tiny_lm(LlamaConfig, LlamaForCausalLM), tiny_bans()
+    targets = [12, 100, 150, 200, 250]
+    results = list(gcg_search(lm, targets, bans, TINY_PARAMS))
+    assert sorted(r.token_id for r in results) == targets  # 5 targets through 2 slots, each exactly once
+    masks = bans.masks([r.token_id for r in results])
+    for result, banned in zip(results, masks):
+        assert len(result.prompt_ids) == TINY_PARAMS.prompt_len
+        assert not banned[result.prompt_ids].any()
+        assert 1 <= result.steps <= TINY_PARAMS.max_steps
+        assert result.steps == TINY_PARAMS.max_steps or result.rank == 1  # only success ends a search early
+        assert result.n_evaluations == result.steps * (TINY_PARAMS.n_candidates + 1)
+        assert len(result.trajectory) == result.steps
+        rises = [later - earlier for earlier, later in zip(result.trajectory, result.trajectory[1:])]
+        assert max(rises, default=0.0) < 1e-4  # the best prompt is kept: loss never rises (beyond float noise)
+
+
+def test_gcg_result_does_not_depend_on_batch_companions():
+    lm, bans = tiny_lm(LlamaConfig, LlamaForCausalLM), tiny_bans()
+    alone = next(gcg_search(lm, [150], bans, TINY_PARAMS))
+    together = next(r for r in gcg_search(lm, [12, 150], bans, TINY_PARAMS) if r.token_id == 150)
+    assert alone.prompt_ids == together.prompt_ids and alone.seed == together.seed
+
+
+def test_continuous_snaps_to_allowed_tokens():
+    lm, bans = tiny_lm(Gemma3TextConfig, Gemma3ForCausalLM), tiny_bans()
+    results = list(continuous_search(lm, [12, 100, 150], bans, TINY_PARAMS))
+    assert [r.token_id for r in results] == [12, 100, 150]
+    for result, banned in zip(results, bans.masks([12, 100, 150])):
+        assert not banned[result.prompt_ids].any()
+        assert result.relaxed_logprob is not None and len(result.trajectory) == TINY_PARAMS.continuous_steps
+        assert result.trajectory[-1] < result.trajectory[0]  # the relaxed prompt is optimised
+
+
+def test_searches_run_in_bfloat16():
+    lm = PromptLM(tiny_lm(LlamaConfig, LlamaForCausalLM).model.to(torch.bfloat16), prefix_ids=[1])
+    assert lm.table.dtype == torch.bfloat16
+    for search in (gcg_search, continuous_search):
+        (result,) = search(lm, [100], tiny_bans(), TINY_PARAMS)
+        assert result.logprob < 0 and not tiny_bans().masks([100])[0, result.prompt_ids].any()
+
+
+# --- SmolLM2-135M ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def catalog(smollm2: LoadedModel, tmp_path: Path) -> Engine:
+    """A writable catalog with SmolLM2's tokens (no embedding statistics: the requested targets need none)."""
+    with fresh_database(tmp_path) as url:
+        engine = make_engine(url)
+        ingest(SMOLLM2, engine, stages=("tokenizer_facts",), loaded=smollm2)
+        yield engine
+        engine.dispose()
+
+
+def test_gcg_finds_prompt_for_common_token(smollm2: LoadedModel, smollm2_catalog: Engine):
+    params = SearchParams(prompt_len=4, max_steps=6, top_k=32, n_candidates=16, n_slots=1)
+    with Session(smollm2_catalog) as session:
+        bans, _ = catalog_ban_rules(session, find_model(session, smollm2.name), params, smollm2.embedding_rows)
+    lm = PromptLM(smollm2.model, special_prefix_ids(smollm2.tokenizer))
+    (result,) = gcg_search(lm, [THE], bans, params)
+    assert result.rank == 1 and result.margin > 0
+    assert lm.greedy_next_ids(torch.tensor([result.prompt_ids]))[0] == THE
+    banned = bans.masks([THE])[0]
+    assert not banned[result.prompt_ids].any()
+    assert banned.sum() > 200  # ' the', 'the', 'there', 'other', ... and the 200 most anomalous tokens
+
+
+def test_results_land_in_sql_and_an_interrupted_run_resumes(smollm2: LoadedModel, catalog: Engine):
+    params = SearchParams(prompt_len=4, max_steps=1, top_k=16, n_candidates=4, n_slots=2, continuous_steps=2)
+    targets = [Target(COMMA, "requested"), Target(THE, "requested")]
+
+    def interrupt_after_first(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_prompt_search(catalog, smollm2, targets, params, on_result=interrupt_after_first)
+    with Session(catalog) as session:
+        run = session.scalars(select(IngestRun).where(IngestRun.stage == "prompt_search")).one()
+        assert run.status == "failed" and "interrupted" in run.error
+        assert session.scalar(select(func.count()).select_from(PromptSearch)) == 1
+        assert prompt_results(session, smollm2.name) == []  # rows of an unfinished run stay invisible
+
+    resumed = run_prompt_search(catalog, smollm2, targets, params)
+    assert (resumed.run_id, resumed.status, resumed.detail, resumed.n_rows) == (run.id, "succeeded", "resumed", 4)
+    assert run_prompt_search(catalog, smollm2, targets, params).status == "skipped"
+
+    with Session(catalog) as session:
+        run = session.get(IngestRun, run.id)
+        assert run.params["search"]["prompt_len"] == 4 and run.params["search"]["n_candidates"] == 4
+        assert run.params["targets"] == [[COMMA, "requested"], [THE, "requested"]]
+        rows = session.scalars(select(PromptSearch).where(PromptSearch.run_id == run.id)).all()
+        results = prompt_results(session, smollm2.name)
+    assert sorted((r.token_id, r.method) for r in rows) == [(COMMA, "continuous"), (COMMA, "gcg"), (THE, "continuous"), (THE, "gcg")]
+    for row in rows:
+        assert len(row.prompt_ids.split()) == 4 and row.steps <= 2 and not row.anomalous_allowed
+        assert row.prompt_text == smollm2.tokenizer.decode([int(i) for i in row.prompt_ids.split()])
+        assert row.greedy_emits == (row.target_rank == 1)
+        assert (row.relaxed_logprob is None) == (row.method == "gcg")
+    assert {(r.token_id, r.method) for r in results} == {(r.token_id, r.method) for r in rows}
+
+
+def test_cli_rejects_unknown_targets_without_touching_the_catalog(catalog: Engine, capsys: pytest.CaptureFixture):
+    url = catalog.url.render_as_string(hide_password=False)
+    assert main(["--db", url, "prompts", "SmolLM2", "--texts", "no such token here"]) == 2
+    assert main(["--db", url, "prompts", "SmolLM2", "--tokens", "28,99999999"]) == 2
+    assert main(["--db", url, "prompts", "SmolLM2"]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[1].strip() for line in errors] == ["error"] * 3
+    with Session(catalog) as session:
+        assert session.scalar(select(func.count()).select_from(IngestRun).where(IngestRun.stage == "prompt_search")) == 0
