@@ -38,6 +38,7 @@ from catalog.queries.runs import (  # noqa: F401
     require_run,
     tokenizers_query,
 )
+from catalog.queries.status import StageStatus, stage_status  # noqa: F401
 from catalog.queries.tokens import (  # noqa: F401
     FILTERABLE_FACTS,
     RANKINGS,

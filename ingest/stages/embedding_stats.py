@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,8 @@ from catalog.database import bulk_insert, columns_to_rows
 from catalog.schema import Cluster, EmbeddingStat, Neighbor, Token
 from ingest.compute.embedding_stats import EmbeddingStats, StatsParams, compute_embedding_stats, reference_unused_ids
 from ingest.load.models import LoadedModel
+from ingest.stages.base import ParamError, Unit, build_params
+from ingest.stages.runs import ResumableWork
 
 TOKEN_COLUMNS = ("token_id", "piece", "raw_bytes", "is_unreachable", "is_special")
 
@@ -110,3 +113,35 @@ def _cluster_rows(stats: EmbeddingStats, run_id: int, model_id: int) -> list[dic
         "mean_stability": (stability_sum / size.clamp(min=1)).tolist(),
     }
     return columns_to_rows(columns, run_id=run_id, model_id=model_id)
+
+
+class EmbeddingStatsStage:
+    """One step: compute every indicator and write it in the transaction that marks the run succeeded."""
+
+    name = "embedding_stats"
+    params_type = StatsParams
+    tables = (EmbeddingStat.__table__, Cluster.__table__, Neighbor.__table__)
+    needs_weights = True
+    uses_gpu = True
+
+    def build(self, values: Mapping[str, Any]) -> StatsParams:
+        params = build_params(StatsParams, values)
+        for key, value in dataclasses.asdict(params).items():
+            if value <= 0:
+                raise ParamError(key, f"parameter {key} must be positive, not {value!r}")
+        return params
+
+    def depends_on(self, params: StatsParams) -> tuple[str, ...]:
+        return ()
+
+    def run_params(self, params: StatsParams) -> dict[str, Any]:
+        return dataclasses.asdict(params)
+
+    def prepare(self, unit: Unit, params: StatsParams) -> ResumableWork:
+        def finish(conn: Connection, run_id: int, _params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            return embedding_stats_stage(conn, run_id, unit.loaded, unit.model_id, unit.tokenizer_id, params, unit.device)
+
+        return ResumableWork(finish=finish)
+
+
+EMBEDDING_STATS = EmbeddingStatsStage()

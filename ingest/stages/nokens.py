@@ -10,7 +10,7 @@ greedy output changed or not, and the KL divergence of the first next-token
 distribution. A verdict per noken comes from the probe stage's rule, so
 ``noken.verdict`` and ``token_verdict.verdict`` compare directly.
 
-Nokens commit chunk by chunk through :func:`run_resumable_stage`; the vectors
+Nokens commit chunk by chunk (the runner, :mod:`ingest.jobs.runner`); the vectors
 are regenerated from the seed on resume, and also stored, so any result can be
 reproduced without the generator code.
 """
@@ -18,16 +18,16 @@ reproduced without the generator code.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from catalog.database import CatalogError, bulk_insert, ensure_schema
+from catalog.database import CatalogError, bulk_insert
 from catalog.schema import Noken, NokenNeighbor, NokenProbeResult, Token
 from ingest.compute.nokens import GENERATORS, Generated, GeneratorParams, VectorSpace, describe_vectors, generate, vector_bytes
 from ingest.compute.probes import INSERTION_MODES, TEMPLATES, Insertion, Prober, Template, decoder_layers, slot_activations, templates_named
@@ -35,13 +35,13 @@ from ingest.compute.verdicts import ProbeOutcome, Thresholds, verdict
 from ingest.load.models import LoadedModel
 from ingest.stages.probes import (
     outcome_fields,
-    require_catalogued_stats,
     require_causal_lm,
     sample_normal_tokens,
     top_token_ids,
     upsert_templates,
 )
-from ingest.stages.runs import ResumableWork, StageResult, run_resumable_stage
+from ingest.stages.base import Unit, build_params
+from ingest.stages.runs import ResumableWork
 
 STAGE = "nokens"
 SPACES = ("input", "residual")
@@ -86,33 +86,41 @@ class Groups:
     normal: list[int]
 
 
-def run_nokens(
-    loaded: LoadedModel,
-    engine: Engine,
-    params: NokenParams = NokenParams(),
-    *,
-    device: str = "cpu",
-    force: bool = False,
-    show_progress: bool = False,
-) -> StageResult:
-    """Run the nokens stage for a loaded causal LM that the catalog holds with embedding statistics."""
-    require_causal_lm(loaded, "nokens are probed through a causal LM")
-    params.check(len(decoder_layers(loaded.model)))
-    ensure_schema(engine)
-    templates = templates_named(params.templates)
-    with Session(engine) as session, session.begin():
-        model, stats_run = require_catalogued_stats(session, loaded)
-        model_id, tokenizer_id = model.id, model.tokenizer_id
-        template_ids = upsert_templates(session.connection(), templates)
-        groups = token_groups(session.connection(), params, stats_run, tokenizer_id)
-        catalogued = session.scalars(select(Token.token_id).where(Token.tokenizer_id == tokenizer_id).order_by(Token.token_id)).all()
-    prober = Prober(loaded.model, loaded.tokenizer, templates, mode="candidates", positions=params.positions, batch_size=params.batch_size, device=device)
-    space = build_space(loaded, prober, templates, params, groups, catalogued, device)
-    generated = generate(space, params.generators, params.generator_params, params.seed)
-    run_params = {**dataclasses.asdict(params), "templates": [t.key for t in templates], "stats_run_id": stats_run}
-    stage = _NokenRun(prober, templates, template_ids, space, generated, params, model_id, tokenizer_id, device)
-    work = ResumableWork(pending=stage.pending, process=stage.process, finish=stage.finish, tables=NOKEN_TABLES, chunk_size=CHUNK_NOKENS)
-    return run_resumable_stage(engine, model_id, STAGE, run_params, force=force, device=device, work=work, show_progress=show_progress)
+class NokensStage:
+    """Build the vector space, generate the nokens, then describe and probe them in chunks."""
+
+    name = STAGE
+    params_type = NokenParams
+    tables = NOKEN_TABLES
+    needs_weights = True
+    uses_gpu = True
+
+    def build(self, values: Mapping[str, Any]) -> NokenParams:
+        return build_params(NokenParams, values)
+
+    def depends_on(self, params: NokenParams) -> tuple[str, ...]:
+        return ("embedding_stats",)
+
+    def run_params(self, params: NokenParams) -> dict[str, Any]:
+        return {**dataclasses.asdict(params), "templates": [t.key for t in templates_named(params.templates)]}
+
+    def prepare(self, unit: Unit, params: NokenParams) -> ResumableWork:
+        loaded, device = unit.loaded, unit.device
+        require_causal_lm(loaded, "nokens are probed through a causal LM")
+        params.check(len(decoder_layers(loaded.model)))
+        templates = templates_named(params.templates)
+        with Session(unit.engine) as session, session.begin():
+            template_ids = upsert_templates(session.connection(), templates)
+            groups = token_groups(session.connection(), params, unit.upstream["embedding_stats"], unit.tokenizer_id)
+            catalogued = session.scalars(select(Token.token_id).where(Token.tokenizer_id == unit.tokenizer_id).order_by(Token.token_id)).all()
+        prober = Prober(loaded.model, loaded.tokenizer, templates, mode="candidates", positions=params.positions, batch_size=params.batch_size, device=device)
+        space = build_space(loaded, prober, templates, params, groups, catalogued, device)
+        generated = generate(space, params.generators, params.generator_params, params.seed)
+        stage = _NokenRun(prober, templates, template_ids, space, generated, params, unit.model_id, unit.tokenizer_id, device)
+        return ResumableWork(pending=stage.pending, process=stage.process, finish=stage.finish, chunk_size=CHUNK_NOKENS)
+
+
+NOKENS = NokensStage()
 
 
 def token_groups(conn: Connection, params: NokenParams, stats_run: int, tokenizer_id: int) -> Groups:

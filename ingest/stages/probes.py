@@ -7,7 +7,7 @@ writes a verdict per selected token, the precision of each indicator's top N
 (and of the control sample), and a determinism check that re-runs a sample of
 failing and passing tokens in other batch compositions.
 
-The probing commits chunk by chunk through :func:`run_resumable_stage`, so an
+The probing commits chunk by chunk (the runner, :mod:`ingest.jobs.runner`), so an
 interrupted run resumes without redoing or duplicating tokens.
 """
 
@@ -16,21 +16,22 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from catalog.database import CatalogError, bulk_insert, ensure_schema
+from catalog.database import CatalogError, bulk_insert
 from catalog.queries import RANKINGS, require_run, top_anomalous_query
 from catalog.schema import IndicatorPrecision, Model, ProbeDeterminism, ProbeResult, ProbeTemplate, Token, TokenVerdict
-from ingest.compute.probes import PLACEHOLDER, SWEEP_TEMPLATES, TEMPLATES, Prober, ProbeRecord, Template, templates_named
+from ingest.compute.probes import MODES, PLACEHOLDER, SWEEP_TEMPLATES, TEMPLATES, Prober, ProbeRecord, Template, templates_named
 from ingest.compute.verdicts import ProbeOutcome, Thresholds, failure_category, precision, spells, verdict
 from ingest.load.models import LoadedModel, is_causal_lm
-from ingest.stages.runs import ResumableWork, StageResult, run_resumable_stage
+from ingest.stages.base import ParamError, Unit, build_params
+from ingest.stages.runs import ResumableWork
 
 STAGE = "probes"
 CONTROL = "control"
@@ -79,48 +80,46 @@ def require_causal_lm(loaded: LoadedModel, why: str) -> None:
         raise CatalogError(f"{loaded.name!r} has no language-model head: {why}")
 
 
-def require_catalogued_stats(session: Session, loaded: LoadedModel) -> tuple[Model, int]:
-    """The loaded model's catalog row (same name and revision) and its latest embedding_stats run, or a one-line error."""
-    model = session.scalar(select(Model).where(Model.name == loaded.name, Model.revision == loaded.revision))
-    if model is None:
-        raise CatalogError(f"model {loaded.name!r} is not in the catalog: run `glitchdex ingest {loaded.spec}` first")
-    return require_embedding_stats(session, str(model.id))
+class ProbesStage:
+    """Probe the selected tokens in chunks, then write verdicts, precision and the determinism check."""
+
+    name = STAGE
+    params_type = ProbeParams
+    tables = PROBE_TABLES
+    needs_weights = True
+    uses_gpu = True
+
+    def build(self, values: Mapping[str, Any]) -> ProbeParams:
+        """Sweep mode starts from the sweep defaults (templates, batch size)."""
+        if values.get("mode", "candidates") not in MODES:
+            raise ParamError("mode", f"probes mode must be one of {', '.join(MODES)}, not {values['mode']!r}")
+        return build_params(ProbeParams, values, base=ProbeParams.sweep() if values.get("mode") == "sweep" else ProbeParams())
+
+    def depends_on(self, params: ProbeParams) -> tuple[str, ...]:
+        return ("embedding_stats",)
+
+    def run_params(self, params: ProbeParams) -> dict[str, Any]:
+        return {**dataclasses.asdict(params), "templates": [t.key for t in templates_named(params.templates)]}
+
+    def prepare(self, unit: Unit, params: ProbeParams) -> ResumableWork:
+        loaded = unit.loaded
+        require_causal_lm(loaded, "probes need a causal LM")
+        loaded_dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+        if loaded_dtype != params.dtype:
+            raise CatalogError(f"the model is loaded in {loaded_dtype} but the probe params say {params.dtype}")
+        templates = templates_named(params.templates)
+        with Session(unit.engine) as session, session.begin():
+            template_ids = upsert_templates(session.connection(), templates)
+            selection = select_tokens(session.connection(), params, unit.upstream["embedding_stats"], unit.tokenizer_id)
+        prober = Prober(
+            loaded.model, loaded.tokenizer, templates, mode=params.mode, positions=params.positions, batch_size=params.batch_size, device=unit.device
+        )
+        stage = _ProbeRun(prober, templates, template_ids, selection, params, unit.model_id, unit.tokenizer_id)
+        chunk = CANDIDATE_CHUNK_TOKENS if params.mode == "candidates" else SWEEP_CHUNK_TOKENS
+        return ResumableWork(pending=stage.pending, process=stage.process, finish=stage.finish, chunk_size=chunk)
 
 
-def probe(
-    loaded: LoadedModel,
-    engine: Engine,
-    params: ProbeParams = ProbeParams(),
-    *,
-    device: str = "cpu",
-    force: bool = False,
-    show_progress: bool = False,
-    chunk_tokens: int | None = None,
-) -> StageResult:
-    """Run the probes stage for a loaded model that the catalog already holds with embedding statistics."""
-    require_causal_lm(loaded, "probes need a causal LM")
-    loaded_dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
-    if loaded_dtype != params.dtype:
-        raise CatalogError(f"the model is loaded in {loaded_dtype} but the probe params say {params.dtype}")
-    ensure_schema(engine)
-    templates = templates_named(params.templates)
-    with Session(engine) as session, session.begin():
-        model, stats_run = require_catalogued_stats(session, loaded)
-        model_id, tokenizer_id = model.id, model.tokenizer_id
-        template_ids = upsert_templates(session.connection(), templates)
-        selection = select_tokens(session.connection(), params, stats_run, tokenizer_id)
-    prober = Prober(
-        loaded.model, loaded.tokenizer, templates, mode=params.mode, positions=params.positions, batch_size=params.batch_size, device=device
-    )
-    run_params = {
-        **dataclasses.asdict(params),
-        "templates": [t.key for t in templates],
-        "stats_run_id": stats_run,
-    }
-    stage = _ProbeRun(prober, templates, template_ids, selection, params, model_id, tokenizer_id)
-    chunk = chunk_tokens or (CANDIDATE_CHUNK_TOKENS if params.mode == "candidates" else SWEEP_CHUNK_TOKENS)
-    work = ResumableWork(pending=stage.pending, process=stage.process, finish=stage.finish, tables=PROBE_TABLES, chunk_size=chunk)
-    return run_resumable_stage(engine, model_id, STAGE, run_params, force=force, device=device, work=work, show_progress=show_progress)
+PROBES = ProbesStage()
 
 
 def upsert_templates(conn: Connection, templates: Sequence[Template]) -> dict[str, int]:

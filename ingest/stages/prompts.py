@@ -1,83 +1,94 @@
 """The prompt_search stage: choose target tokens from the catalog, search a prompt for each, store the results.
 
-Unlike the one-transaction stages of :mod:`ingest.jobs.pipeline`, a prompt search
-can take hours, so it commits one ``prompt_search`` row per finished target and
-is resumable: an interrupted or failed run is picked up again by a later call
-with the same parameters (same params hash and code version), which searches
-only the targets that have no row yet. Catalog queries read succeeded runs
-only, so rows of an unfinished run stay invisible until it completes.
+A prompt search can take hours, so the runner commits it in chunks of
+(method, target) items: an interrupted run is picked up again with the same
+parameters and searches only the items that have no row yet. Catalog queries
+read succeeded runs only, so rows of an unfinished run stay invisible until it
+completes. Targets come from the current embedding statistics (the most
+anomalous tokens, and controls) or, with ``targets = "verified"``, from the
+current probes run's verified tokens.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from catalog.database import CatalogError, first_line
-from catalog.queries import latest_run_id, top_anomalous_query
-from catalog.schema import EmbeddingStat, IngestRun, Model, PromptSearch, Token, utcnow
-from ingest import __version__
+from catalog.database import CatalogError, bulk_insert
+from catalog.queries import top_anomalous_query
+from catalog.schema import EmbeddingStat, Model, PromptSearch, Token, TokenVerdict, utcnow
 from ingest.compute.prompts import SEARCHES, BanRules, PromptLM, SearchParams, SearchResult, ban_rules
-from ingest.load.models import LoadedModel
-from ingest.stages.runs import StageResult, finish_run, insert_run, params_hash, succeeded_run
+from ingest.stages.base import ParamError, Unit, build_params
+from ingest.stages.probes import require_causal_lm
+from ingest.stages.runs import ResumableWork
 
 STAGE = "prompt_search"
 # Controls are drawn from normal tokens in the less anomalous half of the vocabulary.
 CONTROL_MAX_ANOMALY_SCORE = 0.5
+TARGET_SOURCES = ("anomalous", "verified")
 
 
 @dataclass(frozen=True)
 class Target:
     token_id: int
-    role: str  # anomalous, control or requested
+    role: str  # anomalous, verified, control or requested
 
 
 @dataclass(frozen=True)
-class TargetRequest:
-    """Which tokens to search prompts for."""
+class PromptParams:
+    """Which tokens to search prompts for, and how (``search``); ``eval_chunk`` bounds memory, not results."""
 
-    top: int = 0
-    controls: int = 0
+    top: int = 0  # the N first tokens of the target source
+    targets: str = "anomalous"  # anomalous: by anomaly_score; verified: the probes run's verified tokens, surest first
+    controls: int = 0  # random normal tokens
     token_ids: tuple[int, ...] = ()
-    texts: tuple[str, ...] = ()
-    seed: int = 0
+    texts: tuple[str, ...] = ()  # tokens whose decoded text is exactly one of these
+    dtype: str = "float32"
+    eval_chunk: int = 512
+    search: SearchParams = field(default_factory=SearchParams)
 
 
 # --- target selection ----------------------------------------------------------------
 
 
-def select_targets(session: Session, model: Model, request: TargetRequest) -> list[Target]:
-    """Requested tokens first, then the top anomalous ones, then random normal controls; each token once."""
+def select_targets(session: Session, model: Model, params: PromptParams, upstream: Mapping[str, int]) -> list[Target]:
+    """Requested tokens first, then the top of the target source, then random normal controls; each token once."""
     chosen: dict[int, str] = {}
-    for token_id in _requested_ids(session, model, request):
+    for token_id in _requested_ids(session, model, params):
         chosen.setdefault(token_id, "requested")
-    if request.top or request.controls:
-        stats_run = _stats_run(session, model)
-        for token_id in session.scalars(select(top_anomalous_query(stats_run).limit(request.top).subquery().c.token_id)):
+    if params.targets == "verified":
+        for token_id in _verified_ids(session, upstream["probes"], params.top):
+            chosen.setdefault(token_id, "verified")
+    elif params.top:
+        for token_id in session.scalars(select(top_anomalous_query(upstream["embedding_stats"]).limit(params.top).subquery().c.token_id)):
             chosen.setdefault(token_id, "anomalous")
-        for token_id in _control_ids(session, stats_run, request.controls, request.seed):
-            chosen.setdefault(token_id, "control")
+    for token_id in _control_ids(session, upstream.get("embedding_stats"), params.controls, params.search.seed):
+        chosen.setdefault(token_id, "control")
     if not chosen:
-        raise CatalogError("no target tokens: give --top, --controls, --tokens or --texts")
+        raise CatalogError(f"no target tokens for {model.name!r}: set top, controls, token_ids or texts (the probes run may have verified none)")
     return [Target(token_id, role) for token_id, role in chosen.items()]
 
 
-def _stats_run(session: Session, model: Model) -> int:
-    run_id = latest_run_id(session, model.id, "embedding_stats")
-    if run_id is None:
-        raise CatalogError(f"model {model.name!r} has no embedding statistics: --top and --controls need `glitchdex ingest` first")
-    return run_id
+def _verified_ids(session: Session, probes_run: int, n: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(TokenVerdict.token_id)
+            .where(TokenVerdict.run_id == probes_run, TokenVerdict.verdict == "verified")
+            .order_by(TokenVerdict.max_target_prob, TokenVerdict.token_id)
+            .limit(n)
+        )
+    )
 
 
-def _requested_ids(session: Session, model: Model, request: TargetRequest) -> list[int]:
+def _requested_ids(session: Session, model: Model, request: PromptParams) -> list[int]:
     found = set(session.scalars(select(Token.token_id).where(Token.tokenizer_id == model.tokenizer_id, Token.token_id.in_(request.token_ids))))
     missing = [str(t) for t in request.token_ids if t not in found]
     if missing:
@@ -93,7 +104,7 @@ def _requested_ids(session: Session, model: Model, request: TargetRequest) -> li
     return list(request.token_ids) + [by_text[t] for t in request.texts]
 
 
-def _control_ids(session: Session, stats_run: int, n: int, seed: int) -> list[int]:
+def _control_ids(session: Session, stats_run: int | None, n: int, seed: int) -> list[int]:
     if n == 0:
         return []
     pool = session.scalars(
@@ -106,91 +117,103 @@ def _control_ids(session: Session, stats_run: int, n: int, seed: int) -> list[in
     return [pool[i] for i in picks.tolist()]
 
 
-# --- running -------------------------------------------------------------------------
-
-ResultCallback = Callable[[dict[str, Any]], None]
+# --- the stage -----------------------------------------------------------------------
 
 
-def run_prompt_search(
-    engine: Engine,
-    loaded: LoadedModel,
-    targets: Sequence[Target],
-    params: SearchParams = SearchParams(),
-    *,
-    device: str = "cpu",
-    force: bool = False,
-    eval_chunk: int = 512,
-    on_result: ResultCallback | None = None,
-) -> StageResult:
-    """Search prompts for ``targets`` with ``loaded`` (weights on ``device``); resumes an unfinished run with the same params."""
-    unknown = set(params.methods) - set(SEARCHES)
-    if unknown:
-        raise CatalogError(f"unknown search method(s) {', '.join(sorted(unknown))}; known: {', '.join(SEARCHES)}")
-    with Session(engine) as session:
-        model = _catalogued_model(session, loaded)
-        bans, stats_run = catalog_ban_rules(session, model, params, loaded.embedding_rows)
-        model_id, tokenizer_id = model.id, model.tokenizer_id
-    prefix_ids = special_prefix_ids(loaded.tokenizer)
-    run_params = {
-        "search": dataclasses.asdict(params),
-        "targets": [[t.token_id, t.role] for t in targets],
-        "prefix_ids": prefix_ids,
-        "dtype": str(loaded.model.dtype).removeprefix("torch."),
-        "anomaly_stats_run": stats_run,
-    }
-    run_id, state = start_or_resume_run(engine, model_id, run_params, device=device, force=force)
-    if state == "skipped":
-        return StageResult(STAGE, "skipped", run_id, 0.0, detail=f"run {run_id} already succeeded with these params")
-    start = time.perf_counter()
-    try:
-        lm = PromptLM(loaded.model, prefix_ids, device)
-        roles = {t.token_id: t.role for t in targets}
-        for method in params.methods:
-            pending = [t.token_id for t in targets if t.token_id not in _done_ids(engine, run_id, method)]
-            for result in SEARCHES[method](lm, pending, bans, params, eval_chunk=eval_chunk):
-                row = result_row(result, lm, loaded.tokenizer, bans, params)
-                row.update(run_id=run_id, model_id=model_id, tokenizer_id=tokenizer_id, target_role=roles[result.token_id], device=str(lm.device))
-                with engine.begin() as conn:
-                    conn.execute(insert(PromptSearch), row)
-                if on_result is not None:
-                    on_result(row)
-    except BaseException as exc:
-        _record_failure(engine, run_id, exc, time.perf_counter() - start)
-        if isinstance(exc, Exception) and not isinstance(exc, CatalogError):
-            raise CatalogError(f"stage {STAGE} failed: {first_line(exc)}") from exc
-        raise
-    with engine.begin() as conn:
-        n_rows = conn.scalar(select(func.count()).select_from(PromptSearch).where(PromptSearch.run_id == run_id))
-        earlier = conn.scalar(select(IngestRun.seconds).where(IngestRun.id == run_id)) or 0.0
-        seconds = earlier + time.perf_counter() - start
-        finish_run(conn, run_id, "succeeded", n_rows=n_rows, seconds=seconds, error=None)
-    return StageResult(STAGE, "succeeded", run_id, seconds, n_rows, detail=state)
+class PromptsStage:
+    """Targets from the catalog; (method, target) items searched in chunks of a few slot batches."""
+
+    name = STAGE
+    params_type = PromptParams
+    tables = (PromptSearch.__table__,)
+    needs_weights = True
+    uses_gpu = True
+
+    def build(self, values: Mapping[str, Any]) -> PromptParams:
+        params = build_params(PromptParams, values)
+        if params.targets not in TARGET_SOURCES:
+            raise ParamError("targets", f"prompt targets must be one of {', '.join(TARGET_SOURCES)}, not {params.targets!r}")
+        unknown = sorted(set(params.search.methods) - set(SEARCHES))
+        if unknown:
+            raise ParamError("search.methods", f"unknown search method(s) {', '.join(unknown)}; known: {', '.join(SEARCHES)}")
+        if not (params.top or params.controls or params.token_ids or params.texts):
+            raise ParamError("top", "no target tokens: set top, controls, token_ids or texts")
+        return params
+
+    def depends_on(self, params: PromptParams) -> tuple[str, ...]:
+        # The ban on anomalous tokens, the anomalous targets and the controls read the statistics.
+        stats = params.top or params.controls or not params.search.allow_anomalous
+        return ("embedding_stats",) * bool(stats) + ("probes",) * (params.targets == "verified")
+
+    def run_params(self, params: PromptParams) -> dict[str, Any]:
+        request = {key: getattr(params, key) for key in ("top", "targets", "controls", "token_ids", "texts")}
+        return {"search": dataclasses.asdict(params.search), "targets": request, "dtype": params.dtype}
+
+    def prepare(self, unit: Unit, params: PromptParams) -> ResumableWork:
+        loaded = unit.loaded
+        require_causal_lm(loaded, "prompt search needs a causal LM")
+        loaded_dtype = str(loaded.model.dtype).removeprefix("torch.")
+        if loaded_dtype != params.dtype:
+            raise CatalogError(f"the model is loaded in {loaded_dtype} but the prompt params say {params.dtype}")
+        with Session(unit.engine) as session:
+            model = session.get(Model, unit.model_id)
+            targets = select_targets(session, model, params, unit.upstream)
+            bans = catalog_ban_rules(session, model, params.search, loaded.embedding_rows, unit.upstream.get("embedding_stats"))
+        search = _PromptRun(PromptLM(loaded.model, special_prefix_ids(loaded.tokenizer), unit.device), loaded.tokenizer, bans, targets, params, unit)
+        return ResumableWork(pending=search.pending, process=search.process, finish=search.finish, chunk_size=2 * params.search.n_slots)
 
 
-def _catalogued_model(session: Session, loaded: LoadedModel) -> Model:
-    model = session.scalars(select(Model).where(Model.name == loaded.name, Model.revision == loaded.revision)).first()
-    if model is None:
-        raise CatalogError(f"model {loaded.name!r} at this revision is not in the catalog: run `glitchdex ingest {loaded.spec}` first")
-    if not loaded.has_weights or loaded.tokenizer is None:
-        raise CatalogError(f"model {loaded.name!r} has no weights: prompt search needs a causal LM")
-    return model
+PROMPTS = PromptsStage()
 
 
-def catalog_ban_rules(session: Session, model: Model, params: SearchParams, d_vocab: int) -> tuple[BanRules, int | None]:
-    """Bans from the token table, and the embedding_stats run whose top tokens count as anomalous (None if none)."""
+class _PromptRun:
+    """The chunk callbacks: items are (method, target token id), in method order."""
+
+    def __init__(self, lm: PromptLM, tokenizer: Any, bans: BanRules, targets: list[Target], params: PromptParams, unit: Unit):
+        self.lm, self.tokenizer, self.bans, self.params = lm, tokenizer, bans, params
+        self.targets, self.roles = targets, {t.token_id: t.role for t in targets}
+        self.model_id, self.tokenizer_id = unit.model_id, unit.tokenizer_id
+
+    def pending(self, conn: Connection, run_id: int) -> list[tuple[str, int]]:
+        done = set(conn.execute(select(PromptSearch.method, PromptSearch.token_id).where(PromptSearch.run_id == run_id)).tuples())
+        items = [(method, t.token_id) for method in self.params.search.methods for t in self.targets]
+        return [item for item in items if item not in done]
+
+    def process(self, conn: Connection, run_id: int, items: list[tuple[str, int]]) -> int:
+        by_method: dict[str, list[int]] = defaultdict(list)
+        for method, token_id in items:
+            by_method[method].append(token_id)
+        rows = [
+            {
+                **result_row(result, self.lm, self.tokenizer, self.bans, self.params.search),
+                "run_id": run_id,
+                "model_id": self.model_id,
+                "tokenizer_id": self.tokenizer_id,
+                "target_role": self.roles[result.token_id],
+                "device": str(self.lm.device),
+            }
+            for method, token_ids in by_method.items()
+            for result in SEARCHES[method](self.lm, token_ids, self.bans, self.params.search, eval_chunk=self.params.eval_chunk)
+        ]
+        return bulk_insert(conn, PromptSearch.__table__, rows)
+
+    def finish(self, _conn: Connection, _run_id: int, _params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 0, {"prefix_ids": self.lm.prefix_ids, "resolved_targets": [[t.token_id, t.role] for t in self.targets]}
+
+
+def catalog_ban_rules(session: Session, model: Model, params: SearchParams, d_vocab: int, stats_run: int | None) -> BanRules:
+    """Bans from the token table; the top tokens of the embedding_stats run ``stats_run`` count as anomalous."""
     rows = session.execute(select(Token.token_id, Token.text, Token.is_special).where(Token.tokenizer_id == model.tokenizer_id)).all()
-    stats_run = latest_run_id(session, model.id, "embedding_stats")
     anomalous = []
     if stats_run is not None:
         anomalous = list(session.scalars(select(top_anomalous_query(stats_run).limit(params.n_anomalous).subquery().c.token_id)))
-    bans = ban_rules(
+    return ban_rules(
         {r.token_id: r.text for r in rows},
         [r.token_id for r in rows if r.is_special],
         anomalous,
         allow_anomalous=params.allow_anomalous,
         d_vocab=d_vocab,
     )
-    return bans, stats_run
 
 
 def special_prefix_ids(tokenizer: Any) -> list[int]:
@@ -227,47 +250,3 @@ def result_row(result: SearchResult, lm: PromptLM, tokenizer: Any, bans: BanRule
         "loss_trajectory": result.trajectory,
         "finished_at": utcnow(),
     }
-
-
-# --- resumable runs ------------------------------------------------------------------
-
-
-def start_or_resume_run(engine: Engine, model_id: int, params: dict[str, Any], *, device: str, force: bool) -> tuple[int, str]:
-    """(run id, 'skipped' | 'resumed' | 'started'): skip a succeeded run, resume an unfinished one, else start one."""
-    with engine.begin() as conn:
-        done = succeeded_run(conn, model_id, STAGE, params)
-        if done is not None and not force:
-            return done, "skipped"
-        unfinished = None if force else _unfinished_run(conn, model_id, params)
-        if unfinished is not None:
-            conn.execute(update(IngestRun).where(IngestRun.id == unfinished).values(status="running", error=None, finished_at=None, device=device))
-            return unfinished, "resumed"
-        return insert_run(conn, model_id, STAGE, params, device), "started"
-
-
-def _unfinished_run(conn: Connection, model_id: int, params: dict[str, Any]) -> int | None:
-    return conn.scalar(
-        select(IngestRun.id)
-        .where(
-            IngestRun.model_id == model_id,
-            IngestRun.stage == STAGE,
-            IngestRun.params_hash == params_hash(params),
-            IngestRun.code_version == __version__,
-            IngestRun.status.in_(("running", "failed")),
-        )
-        .order_by(IngestRun.id.desc())
-        .limit(1)
-    )
-
-
-def _done_ids(engine: Engine, run_id: int, method: str) -> set[int]:
-    with engine.connect() as conn:
-        return set(conn.scalars(select(PromptSearch.token_id).where(PromptSearch.run_id == run_id, PromptSearch.method == method)))
-
-
-def _record_failure(engine: Engine, run_id: int, exc: BaseException, seconds: float) -> None:
-    message = "interrupted" if isinstance(exc, KeyboardInterrupt) else first_line(exc)
-    with engine.begin() as conn:
-        earlier = conn.scalar(select(IngestRun.seconds).where(IngestRun.id == run_id)) or 0.0
-        finish_run(conn, run_id, "failed", error=f"{message} (finished targets are kept; rerun to resume)", seconds=earlier + seconds)
-

@@ -1,0 +1,34 @@
+"""Every stage, by name. ``tokenizer_facts`` registers the model (tokenizer, token facts, model row)
+before any other stage runs; the others implement :class:`ingest.stages.base.Stage`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from graphlib import CycleError, TopologicalSorter
+from typing import Any
+
+from catalog.database import CatalogError
+from ingest.stages.base import Stage
+from ingest.stages.embedding_stats import EMBEDDING_STATS
+from ingest.stages.nokens import NOKENS
+from ingest.stages.probes import PROBES
+from ingest.stages.prompts import PROMPTS
+
+TOKENIZER_FACTS = "tokenizer_facts"
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (EMBEDDING_STATS, PROBES, PROMPTS, NOKENS)}
+STAGE_NAMES = (TOKENIZER_FACTS, *STAGES)
+
+
+def stage_named(name: str) -> Stage:
+    if name not in STAGES:
+        raise CatalogError(f"unknown stage {name!r}; known: {', '.join(STAGE_NAMES)}")
+    return STAGES[name]
+
+
+def in_dependency_order(params: Mapping[str, Any]) -> list[str]:
+    """The stage names of ``params`` (name -> that stage's params), each after the stages it depends on."""
+    graph = {name: [dep for dep in STAGES[name].depends_on(value) if dep in params] for name, value in params.items()}
+    try:
+        return list(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        raise CatalogError(f"stage dependencies form a cycle: {exc.args[1]}") from None
