@@ -161,9 +161,11 @@ class _Parser:
         name, index = block
         header = re.compile(rf"^\s*\[\[?\s*{name}\s*\]\]?\s*(#.*)?$")
         starts = [i for i, line in enumerate(self.lines) if header.match(line)]
+        subtable = re.compile(rf"^\s*\[\s*{name}\.")  # [model.probes] belongs to the [[model]] above it
+        if not starts:  # [defaults.probes] without a [defaults] line
+            starts = [i for i, line in enumerate(self.lines) if subtable.match(line)][:1]
         if index >= len(starts):
             return range(0)
-        subtable = re.compile(rf"^\s*\[\s*{name}\.")  # [model.params] belongs to the [[model]] above it
         ends = [i for i, line in enumerate(self.lines) if i > starts[index] and line.lstrip().startswith("[") and not subtable.match(line)]
         return range(starts[index], ends[0] if ends else len(self.lines))
 

@@ -4,7 +4,6 @@ before any other stage runs; the others implement :class:`ingest.stages.base.Sta
 from __future__ import annotations
 
 from collections.abc import Mapping
-from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 from catalog.database import CatalogError
@@ -26,9 +25,13 @@ def stage_named(name: str) -> Stage:
 
 
 def in_dependency_order(params: Mapping[str, Any]) -> list[str]:
-    """The stage names of ``params`` (name -> that stage's params), each after the stages it depends on."""
-    graph = {name: [dep for dep in STAGES[name].depends_on(value) if dep in params] for name, value in params.items()}
-    try:
-        return list(TopologicalSorter(graph).static_order())
-    except CycleError as exc:
-        raise CatalogError(f"stage dependencies form a cycle: {exc.args[1]}") from None
+    """The stage names of ``params`` (name -> that stage's params) in catalogue order, except that each
+    comes after the stages it depends on."""
+    needs = {name: {dep for dep in STAGES[name].depends_on(value) if dep in params} for name, value in params.items()}
+    order: list[str] = []
+    while len(order) < len(needs):
+        ready = [name for name in STAGES if name in needs and name not in order and needs[name] <= set(order)]
+        if not ready:
+            raise CatalogError(f"stage dependencies form a cycle among {', '.join(sorted(set(needs) - set(order)))}")
+        order.append(ready[0])
+    return order

@@ -14,7 +14,8 @@ from catalog.database import URL_ENV, make_engine
 from ingest.compute.embedding_stats import StatsParams
 from ingest.compute.nokens import GeneratorParams
 from ingest.jobs.pipeline import ingest
-from ingest.stages.nokens import NokenParams, run_nokens
+from ingest.jobs.runner import run_stage
+from ingest.stages.nokens import NOKENS, NokenParams
 from tests.conftest import on_postgresql, sqlite_url
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -56,7 +57,7 @@ def noken_catalog(smollm2, smollm2_catalog: Engine, tmp_path_factory: pytest.Tem
     engine = make_engine(url)
     generators = GeneratorParams(n_sources=1, scales=(1.0,), n_directions=1, norm_multiples=(1.0, 16.0))
     params = NokenParams(generators=("centroid", "scaled_token", "direction_sweep"), generator_params=generators, templates=("echo_fewshot",))
-    run_nokens(smollm2, engine, params)
+    run_stage(engine, NOKENS, params, loaded=smollm2)
     engine.dispose()
     return url
 

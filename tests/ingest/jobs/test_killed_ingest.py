@@ -22,7 +22,9 @@ from catalog.database import CatalogError, make_engine, session_factory
 from catalog.queries import list_models, token_verdicts, top_anomalous
 from catalog.schema import Cluster, EmbeddingStat, IngestRun, Neighbor, ProbeResult, TokenVerdict
 from ingest.jobs.cli import main
-from ingest.stages.probes import ProbeParams, probe
+from ingest.jobs.runner import run_stage
+from ingest.stages.probes import PROBES as PROBES_STAGE
+from ingest.stages.probes import ProbeParams
 from tests.conftest import SMOLLM2, fresh_database
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -120,8 +122,8 @@ def test_killed_probes_run_resumes_without_duplicates_and_matches_an_uninterrupt
                 with pytest.raises(CatalogError, match="has not been probed yet"):
                     token_verdicts(session, SMOLLM2)
 
-            resumed = probe(smollm2, killed, PROBES)  # same params as the CLI flags, so the same run key
-            uninterrupted = probe(smollm2, whole, PROBES)
+            resumed = run_stage(killed, PROBES_STAGE, PROBES, loaded=smollm2)  # same params as the CLI flags, so the same run key
+            uninterrupted = run_stage(whole, PROBES_STAGE, PROBES, loaded=smollm2)
 
             assert resumed.detail.startswith("resumed run") and stage_statuses(killed, "probes") == [("succeeded", None)]
             results, verdicts = probe_rows(killed, resumed.run_id)

@@ -17,8 +17,9 @@ from ingest.stages import nokens as noken_stage
 from ingest.compute.nokens import GeneratorParams, generate, vector_from_bytes
 from ingest.compute.probes import Prober, templates_named
 from ingest.jobs.cli import main
-from ingest.stages.nokens import NokenParams, build_space, run_nokens, token_groups
-from ingest.stages.probes import ProbeParams, probe
+from ingest.stages.nokens import NOKENS, NokenParams, build_space, token_groups
+from ingest.jobs.runner import run_stage
+from ingest.stages.probes import PROBES, ProbeParams
 from tests.conftest import SMOLLM2, fresh_database, reader_url
 
 TEMPLATES = ("echo_fewshot", "continue_list")
@@ -35,8 +36,8 @@ def runs(smollm2, smollm2_catalog, tmp_path_factory):
     """One catalog with a probes run (top 3 per indicator) and an input-space and a residual-space nokens run."""
     with fresh_database(tmp_path_factory.mktemp("nokens"), template=smollm2_catalog) as url:
         engine = make_engine(url)
-        probe(smollm2, engine, ProbeParams(top=3, controls=2, templates=TEMPLATES, determinism_sample=0))
-        yield engine, run_nokens(smollm2, engine, INPUT), run_nokens(smollm2, engine, RESIDUAL)
+        run_stage(engine, PROBES, ProbeParams(top=3, controls=2, templates=TEMPLATES, determinism_sample=0), loaded=smollm2)
+        yield engine, run_stage(engine, NOKENS, INPUT, loaded=smollm2), run_stage(engine, NOKENS, RESIDUAL, loaded=smollm2)
         engine.dispose()
 
 
@@ -68,7 +69,7 @@ def test_stored_vectors_regenerate_exactly_from_the_seed(runs, smollm2):
     with Session(engine) as session, session.begin():
         run = session.get(IngestRun, input_run.run_id)
         tokenizer_id = session.get(Model, run.model_id).tokenizer_id
-        groups = token_groups(session.connection(), INPUT, run.params["stats_run_id"], tokenizer_id)
+        groups = token_groups(session.connection(), INPUT, run.params["upstream_runs"]["embedding_stats"], tokenizer_id)
         catalogued = session.scalars(select(Token.token_id).where(Token.tokenizer_id == tokenizer_id).order_by(Token.token_id)).all()
     prober = Prober(smollm2.model, smollm2.tokenizer, templates_named(TEMPLATES), mode="candidates", positions=3, batch_size=8, device="cpu")
     space = build_space(smollm2, prober, templates_named(TEMPLATES), INPUT, groups, catalogued, "cpu")
@@ -153,7 +154,7 @@ def test_summary_and_transcripts_queries(runs):
 
 def test_rerun_with_the_same_params_is_skipped(runs, smollm2):
     engine, input_run, _ = runs
-    again = run_nokens(smollm2, engine, INPUT)
+    again = run_stage(engine, NOKENS, INPUT, loaded=smollm2)
     assert (again.status, again.run_id) == ("skipped", input_run.run_id)
 
 
@@ -173,7 +174,7 @@ def test_bad_parameters_are_one_line_errors_and_write_nothing(runs, smollm2, par
     with Session(engine) as session:
         before = session.scalar(select(func.count()).select_from(IngestRun))
     with pytest.raises(CatalogError, match=message):
-        run_nokens(smollm2, engine, params)
+        run_stage(engine, NOKENS, params, loaded=smollm2)
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(IngestRun)) == before
 
@@ -222,14 +223,14 @@ def test_an_interrupted_run_is_invisible_and_resumes_without_duplicates(smollm2,
         engine = make_engine(url)
         monkeypatch.setattr(Prober, "run", run_then_die)
         with pytest.raises(KeyboardInterrupt):
-            run_nokens(smollm2, engine, params)
+            run_stage(engine, NOKENS, params, loaded=smollm2)
         with Session(engine) as session:
             run = session.scalars(select(IngestRun).where(IngestRun.stage == "nokens")).one()
             assert run.status == "running" and session.scalar(select(func.count()).select_from(Noken)) == 1
             with pytest.raises(CatalogError, match="no nokens run yet"):
                 noken_summary(session, SMOLLM2)
         monkeypatch.setattr(Prober, "run", real_run)
-        resumed = run_nokens(smollm2, engine, params)
+        resumed = run_stage(engine, NOKENS, params, loaded=smollm2)
         with Session(engine) as session:
             ids = session.scalars(select(Noken.noken_id).order_by(Noken.noken_id)).all()
             n_probes = session.scalar(select(func.count()).select_from(NokenProbeResult))

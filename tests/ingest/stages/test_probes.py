@@ -10,7 +10,8 @@ from catalog.queries import indicator_precision, latest_run_id, probe_transcript
 from catalog.schema import IngestRun, ProbeDeterminism, ProbeResult, TokenVerdict
 from ingest.compute import probes as probes_module
 from ingest.jobs.cli import main
-from ingest.stages.probes import ProbeParams, probe
+from ingest.jobs.runner import run_stage
+from ingest.stages.probes import PROBES, ProbeParams
 from tests.conftest import SMOLLM2, fresh_database
 
 # Small on purpose: two quick templates, top 3 per indicator, 2 controls.
@@ -33,7 +34,7 @@ def catalog(smollm2_catalog, tmp_path):
 def candidate_run(smollm2, smollm2_catalog, tmp_path_factory):
     with fresh_database(tmp_path_factory.mktemp("candidates"), template=smollm2_catalog) as url:
         engine = make_engine(url)
-        result = probe(smollm2, engine, SMALL)
+        result = run_stage(engine, PROBES, SMALL, loaded=smollm2)
         yield engine, result
         engine.dispose()
 
@@ -93,7 +94,7 @@ def test_determinism_check_reruns_failing_and_passing_tokens(candidate_run):
 
 def test_same_params_are_skipped(smollm2, candidate_run):
     engine, first = candidate_run
-    again = probe(smollm2, engine, SMALL)
+    again = run_stage(engine, PROBES, SMALL, loaded=smollm2)
     assert (again.status, again.run_id) == ("skipped", first.run_id)
 
 
@@ -115,7 +116,7 @@ def _interrupt_after(monkeypatch, calls_allowed, error=KeyboardInterrupt):
 def test_interrupted_run_is_invisible_and_resumes_without_duplicates(smollm2, catalog, monkeypatch):
     calls = _interrupt_after(monkeypatch, calls_allowed=2)
     with pytest.raises(KeyboardInterrupt):
-        probe(smollm2, catalog, SWEEP_SLICE, chunk_tokens=CHUNK)
+        run_stage(catalog, PROBES, SWEEP_SLICE, loaded=smollm2, chunk_size=CHUNK)
     with Session(catalog) as session:
         run = session.scalars(select(IngestRun).where(IngestRun.stage == "probes")).one()
         committed = session.scalar(select(func.count()).select_from(ProbeResult))
@@ -126,7 +127,7 @@ def test_interrupted_run_is_invisible_and_resumes_without_duplicates(smollm2, ca
 
     monkeypatch.undo()
     calls = _interrupt_after(monkeypatch, calls_allowed=10**6)
-    resumed = probe(smollm2, catalog, SWEEP_SLICE, chunk_tokens=CHUNK)
+    resumed = run_stage(catalog, PROBES, SWEEP_SLICE, loaded=smollm2, chunk_size=CHUNK)
     assert (resumed.status, resumed.run_id, resumed.detail) == ("succeeded", run.id, f"resumed run {run.id}")
     assert calls[0] == 2  # the first call after resuming probes the last two tokens
     with Session(catalog) as session:
@@ -142,12 +143,12 @@ def test_interrupted_run_is_invisible_and_resumes_without_duplicates(smollm2, ca
 def test_failed_run_leaves_no_rows_and_other_params_supersede_a_running_run(smollm2, catalog, monkeypatch):
     _interrupt_after(monkeypatch, calls_allowed=1)
     with pytest.raises(KeyboardInterrupt):
-        probe(smollm2, catalog, SWEEP_SLICE, chunk_tokens=CHUNK)
+        run_stage(catalog, PROBES, SWEEP_SLICE, loaded=smollm2, chunk_size=CHUNK)
     monkeypatch.undo()
 
     _interrupt_after(monkeypatch, calls_allowed=1, error=RuntimeError("device lost"))  # after one committed chunk
     with pytest.raises(CatalogError, match="stage probes failed: device lost"):
-        probe(smollm2, catalog, ProbeParams.sweep(sweep_limit=21), chunk_tokens=CHUNK)
+        run_stage(catalog, PROBES, ProbeParams.sweep(sweep_limit=21), loaded=smollm2, chunk_size=CHUNK)
     with Session(catalog) as session:
         statuses = session.scalars(select(IngestRun.status).where(IngestRun.stage == "probes").order_by(IngestRun.id)).all()
         rows = session.scalar(select(func.count()).select_from(ProbeResult))
