@@ -11,13 +11,15 @@ from sqlalchemy.orm import Session
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
 from catalog.database import make_engine
-from catalog.queries import find_model, prompt_results
+from catalog.queries import find_model, latest_run_id, prompt_results
 from catalog.schema import IngestRun, PromptSearch
+from ingest.compute import prompts as prompt_compute
 from ingest.compute.prompts import PromptLM, SearchParams, ban_rules, continuous_search, gcg_search, score_targets
 from ingest.jobs.cli import main
 from ingest.jobs.pipeline import ingest
 from ingest.load.models import LoadedModel
-from ingest.stages.prompts import Target, catalog_ban_rules, run_prompt_search, special_prefix_ids
+from ingest.jobs.runner import run_stage
+from ingest.stages.prompts import PROMPTS, PromptParams, catalog_ban_rules, special_prefix_ids
 from tests.conftest import SMOLLM2, fresh_database
 
 TINY_VOCAB = 300
@@ -132,7 +134,8 @@ def catalog(smollm2: LoadedModel, tmp_path: Path) -> Engine:
 def test_gcg_finds_prompt_for_common_token(smollm2: LoadedModel, smollm2_catalog: Engine):
     params = SearchParams(prompt_len=4, max_steps=6, top_k=32, n_candidates=16, n_slots=1)
     with Session(smollm2_catalog) as session:
-        bans, _ = catalog_ban_rules(session, find_model(session, smollm2.name), params, smollm2.embedding_rows)
+        model = find_model(session, smollm2.name)
+        bans = catalog_ban_rules(session, model, params, smollm2.embedding_rows, latest_run_id(session, model.id, "embedding_stats"))
     lm = PromptLM(smollm2.model, special_prefix_ids(smollm2.tokenizer))
     (result,) = gcg_search(lm, [THE], bans, params)
     assert result.rank == 1 and result.margin > 0
@@ -142,34 +145,41 @@ def test_gcg_finds_prompt_for_common_token(smollm2: LoadedModel, smollm2_catalog
     assert banned.sum() > 200  # ' the', 'the', 'there', 'other', ... and the 200 most anomalous tokens
 
 
-def test_results_land_in_sql_and_an_interrupted_run_resumes(smollm2: LoadedModel, catalog: Engine):
-    params = SearchParams(prompt_len=4, max_steps=1, top_k=16, n_candidates=4, n_slots=2, continuous_steps=2)
-    targets = [Target(COMMA, "requested"), Target(THE, "requested")]
+def test_results_land_in_sql_and_an_interrupted_run_resumes(smollm2: LoadedModel, catalog: Engine, monkeypatch: pytest.MonkeyPatch):
+    search = SearchParams(prompt_len=4, max_steps=1, top_k=16, n_candidates=4, n_slots=2, continuous_steps=2, allow_anomalous=True)
+    params = PromptParams(token_ids=(COMMA, THE), search=search)  # requested targets and no ban list: no statistics needed
+    real_gcg, calls = prompt_compute.SEARCHES["gcg"], []
 
-    def interrupt_after_first(row):
-        raise KeyboardInterrupt
+    def interrupt_second_chunk(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real_gcg(*args, **kwargs)
 
+    monkeypatch.setitem(prompt_compute.SEARCHES, "gcg", interrupt_second_chunk)
     with pytest.raises(KeyboardInterrupt):
-        run_prompt_search(catalog, smollm2, targets, params, on_result=interrupt_after_first)
+        run_stage(catalog, PROMPTS, params, loaded=smollm2, chunk_size=1)  # one (method, target) per chunk
+    monkeypatch.undo()
     with Session(catalog) as session:
         run = session.scalars(select(IngestRun).where(IngestRun.stage == "prompt_search")).one()
-        assert run.status == "failed" and "interrupted" in run.error
+        assert run.status == "running" and run.n_rows == 1
         assert session.scalar(select(func.count()).select_from(PromptSearch)) == 1
         assert prompt_results(session, smollm2.name) == []  # rows of an unfinished run stay invisible
 
-    resumed = run_prompt_search(catalog, smollm2, targets, params)
-    assert (resumed.run_id, resumed.status, resumed.detail, resumed.n_rows) == (run.id, "succeeded", "resumed", 4)
-    assert run_prompt_search(catalog, smollm2, targets, params).status == "skipped"
+    resumed = run_stage(catalog, PROMPTS, params, loaded=smollm2, chunk_size=1)
+    assert (resumed.run_id, resumed.status, resumed.detail, resumed.n_rows) == (run.id, "succeeded", f"resumed run {run.id}", 4)
+    assert run_stage(catalog, PROMPTS, params, loaded=smollm2).status == "skipped"
 
     with Session(catalog) as session:
         run = session.get(IngestRun, run.id)
         assert run.params["search"]["prompt_len"] == 4 and run.params["search"]["n_candidates"] == 4
-        assert run.params["targets"] == [[COMMA, "requested"], [THE, "requested"]]
+        assert run.params["targets"]["token_ids"] == [COMMA, THE]
+        assert run.params["resolved_targets"] == [[COMMA, "requested"], [THE, "requested"]]
         rows = session.scalars(select(PromptSearch).where(PromptSearch.run_id == run.id)).all()
         results = prompt_results(session, smollm2.name)
     assert sorted((r.token_id, r.method) for r in rows) == [(COMMA, "continuous"), (COMMA, "gcg"), (THE, "continuous"), (THE, "gcg")]
     for row in rows:
-        assert len(row.prompt_ids.split()) == 4 and row.steps <= 2 and not row.anomalous_allowed
+        assert len(row.prompt_ids.split()) == 4 and row.steps <= 2 and row.anomalous_allowed
         assert row.prompt_text == smollm2.tokenizer.decode([int(i) for i in row.prompt_ids.split()])
         assert row.greedy_emits == (row.target_rank == 1)
         assert (row.relaxed_logprob is None) == (row.method == "gcg")
@@ -178,8 +188,8 @@ def test_results_land_in_sql_and_an_interrupted_run_resumes(smollm2: LoadedModel
 
 def test_cli_rejects_unknown_targets_without_touching_the_catalog(catalog: Engine, capsys: pytest.CaptureFixture):
     url = catalog.url.render_as_string(hide_password=False)
-    assert main(["--db", url, "prompts", "SmolLM2", "--texts", "no such token here"]) == 2
-    assert main(["--db", url, "prompts", "SmolLM2", "--tokens", "28,99999999"]) == 2
+    assert main(["--db", url, "prompts", "SmolLM2", "--allow-anomalous", "--texts", "no such token here"]) == 2
+    assert main(["--db", url, "prompts", "SmolLM2", "--allow-anomalous", "--tokens", "28,99999999"]) == 2
     assert main(["--db", url, "prompts", "SmolLM2"]) == 2
     errors = capsys.readouterr().err.splitlines()
     assert [line.split(":")[1].strip() for line in errors] == ["error"] * 3
