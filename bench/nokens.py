@@ -14,7 +14,6 @@ summary next to the real tokens' verified shares.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -26,15 +25,16 @@ from catalog.queries import indicator_precision, noken_summary
 from ingest.compute.embedding_stats import StatsParams
 from ingest.jobs.pipeline import ingest
 from ingest.load.models import load
-from ingest.stages.nokens import NokenParams, run_nokens
-from ingest.stages.probes import ProbeParams, probe
+from ingest.jobs.runner import run_stage
+from ingest.stages.nokens import NOKENS, NokenParams
+from ingest.stages.probes import PROBES
 
 FAST_STATS = StatsParams(n_clusters=32, n_seeds=3, n_neighbor_tokens=200, n_neighbors=5)
 
 
 def timed_nokens(loaded, engine, params: NokenParams, device: str) -> None:
     start = time.perf_counter()
-    result = run_nokens(loaded, engine, params, device=device)
+    result = run_stage(engine, NOKENS, params, loaded=loaded, device=device)
     seconds = time.perf_counter() - start
     with Session(engine) as session:
         rows = noken_summary(session, loaded.name, result.run_id)
@@ -58,13 +58,14 @@ def run(url: str, args: argparse.Namespace) -> None:
     loaded = load(args.spec, device=args.device)
     ingest(args.spec, engine, params=FAST_STATS, loaded=loaded, device=args.device)
     start = time.perf_counter()
-    probe(loaded, engine, ProbeParams(top=args.probe_top, controls=args.controls, determinism_sample=0), device=args.device)
+    probes = PROBES.build({"top": args.probe_top, "controls": args.controls, "determinism_sample": 0})
+    run_stage(engine, PROBES, probes, loaded=loaded, device=args.device)
     print(f"probes stage (real tokens, top {args.probe_top} per indicator + {args.controls} controls): {time.perf_counter() - start:.1f} s")
     with Session(engine) as session:
         for row in indicator_precision(session, loaded.name):
             print(f"  real tokens, {row.indicator:<14} glitch-like (verified + weak): {row.precision_weak:.0%} of {row.n_tested}")
-    timed_nokens(loaded, engine, NokenParams(), args.device)
-    timed_nokens(loaded, engine, dataclasses.replace(NokenParams(), space="residual", layer=args.layer), args.device)
+    timed_nokens(loaded, engine, NOKENS.build({}), args.device)
+    timed_nokens(loaded, engine, NOKENS.build({"space": "residual", "layer": args.layer}), args.device)
     engine.dispose()
 
 

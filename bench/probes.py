@@ -28,7 +28,8 @@ from ingest.compute.embedding_stats import StatsParams
 from ingest.compute.probes import SWEEP_TEMPLATES, TEMPLATES_BY_NAME, Prober
 from ingest.jobs.pipeline import ingest
 from ingest.load.models import load
-from ingest.stages.probes import ProbeParams, probe
+from ingest.jobs.runner import run_stage
+from ingest.stages.probes import PROBES
 
 FAST_STATS = StatsParams(n_clusters=32, n_seeds=3, n_neighbor_tokens=200, n_neighbors=5)
 
@@ -39,9 +40,9 @@ def bench_candidates(loaded, args) -> float:
         upgrade(url)
         engine = make_engine(url)
         ingest(loaded.spec, engine, params=FAST_STATS, loaded=loaded, device=args.device)
-        params = ProbeParams(top=args.top, controls=args.controls, dtype=args.dtype, determinism_sample=4)
+        params = PROBES.build({"top": args.top, "controls": args.controls, "dtype": args.dtype, "determinism_sample": 4})
         start = time.perf_counter()
-        probe(loaded, engine, params, device=args.device)
+        run_stage(engine, PROBES, params, loaded=loaded, device=args.device)
         seconds = time.perf_counter() - start
         n_tokens = result_tokens(engine)
         engine.dispose()

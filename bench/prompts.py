@@ -22,12 +22,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from catalog.database import make_engine
-from catalog.schema import Model, PromptSearch
+from catalog.schema import PromptSearch
 from ingest.compute.embedding_stats import StatsParams
 from ingest.compute.prompts import SearchParams
 from ingest.jobs.pipeline import ingest
 from ingest.load.models import load
-from ingest.stages.prompts import TargetRequest, run_prompt_search, select_targets
+from ingest.jobs.runner import run_stage
+from ingest.stages.prompts import PROMPTS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Enough for the anomaly ranking; the bench measures prompt search, not embedding statistics.
@@ -59,25 +60,22 @@ def main() -> None:
         started = time.perf_counter()
         ingest(args.model, engine, params=BENCH_STATS, loaded=loaded, device=args.device)
         print(f"ingested into a temporary catalog in {time.perf_counter() - started:.1f}s")
-    with Session(engine) as session:
-        model = session.scalars(select(Model).where(Model.name == loaded.name, Model.revision == loaded.revision)).one()
-        targets = select_targets(session, model, TargetRequest(top=args.targets, controls=args.targets))
-
     for method in args.methods.split(","):
-        params = SearchParams(
-            prompt_len=args.prompt_len,
-            max_steps=args.steps,
-            top_k=args.top_k,
-            n_candidates=args.candidates,
-            n_slots=args.slots,
-            continuous_steps=args.continuous_steps,
-            keep_trajectory=False,
-            methods=(method,),
-        )
-        result = run_prompt_search(engine, loaded, targets, params, device=args.device, force=True)
+        search = {
+            "prompt_len": args.prompt_len,
+            "max_steps": args.steps,
+            "top_k": args.top_k,
+            "n_candidates": args.candidates,
+            "n_slots": args.slots,
+            "continuous_steps": args.continuous_steps,
+            "keep_trajectory": False,
+            "methods": [method],
+        }
+        params = PROMPTS.build({"top": args.targets, "controls": args.targets, "dtype": args.dtype, "search": search})
+        result = run_stage(engine, PROMPTS, params, loaded=loaded, device=args.device, force=True)
         with Session(engine) as session:
             rows = session.scalars(select(PromptSearch).where(PromptSearch.run_id == result.run_id)).all()
-        report(method, params, rows, result.seconds)
+        report(method, params.search, rows, result.seconds)
 
 
 def report(method: str, params: SearchParams, rows: list[PromptSearch], seconds: float) -> None:
