@@ -9,9 +9,11 @@ vocabulary, only the page of rows they show.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from catalog import queries
 from catalog.database import CatalogError, current_revision, database_url, head_revision, make_engine, session_factory
-from catalog.queries import TokenFilter, TokenTable
+from catalog.queries import StageStatus, TokenFilter, TokenTable
 from catalog.schema import Model
 from dashboard import later_tables
 
@@ -30,6 +32,8 @@ SCATTER_TOP = 500
 SCATTER_POINTS = 5000
 SEARCH_LIMIT = 50
 CACHE_ENTRIES = 256
+STATUS_TTL_S = 60
+REGISTRY = Path("models.toml")
 
 
 @st.cache_resource(show_spinner=False)
@@ -116,6 +120,21 @@ def category_counts(session: Session) -> pd.DataFrame:
 @versioned
 def recent_runs(session: Session) -> pd.DataFrame:
     return frame(session, queries.recent_runs_query(RECENT_RUNS))
+
+
+@st.cache_data(ttl=STATUS_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
+def _stage_status(url: str, version: tuple[Any, ...], registry: str | None) -> pd.DataFrame:
+    # Imported here: the job layer pulls in torch, which no other page needs.
+    from ingest.jobs.status import status_table
+
+    rows = status_table(engine(url), registry=Path(registry) if registry else None)
+    return pd.DataFrame([dataclasses.asdict(row) for row in rows], columns=[f.name for f in dataclasses.fields(StageStatus)])
+
+
+def stage_status() -> pd.DataFrame:
+    """Every (model, stage) state, as `glitchdex status` shows it; with ``models.toml`` in the working
+    folder its due stages are pending. Refreshed after an ingest run, else every minute (claims of live runs)."""
+    return _stage_status(database_url(), catalog_version(), str(REGISTRY) if REGISTRY.exists() else None)
 
 
 @versioned

@@ -1,4 +1,4 @@
-"""Overview: models and tokenizers in the catalog, token categories, verdicts and the last ingest runs."""
+"""Overview: models and tokenizers in the catalog, every stage's state, token categories, verdicts and the last ingest runs."""
 
 import streamlit as st
 
@@ -18,6 +18,18 @@ st.subheader("Models")
 st.dataframe(models, hide_index=True, column_config={"stats_run": st.column_config.NumberColumn("embedding_stats run")})
 for model in models.itertuples():
     nav.model_link(model.id, f"{model.name}: token table and plots")
+
+st.subheader("Stages")
+st.caption(
+    "The latest run of every (model, stage): succeeded, stale (a stage it read has a newer run), running, "
+    "interrupted (resumes on the next `glitchdex reingest`), failed (with its error), or pending (models.toml "
+    "asks for it). The same table as `glitchdex status`."
+)
+st.dataframe(
+    data.stage_status().drop(columns=["model_id"]),
+    hide_index=True,
+    column_config={"run_id": st.column_config.NumberColumn("run"), "params_hash": st.column_config.TextColumn("params hash")},
+)
 
 st.subheader("Tokenizers")
 st.dataframe(tokenizers, hide_index=True)

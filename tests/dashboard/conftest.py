@@ -18,6 +18,14 @@ from ingest.jobs.runner import run_stage
 from ingest.stages.nokens import NOKENS, NokenParams
 from tests.conftest import on_postgresql, sqlite_url
 
+
+@pytest.fixture(autouse=True)
+def no_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages see the catalog alone, not the repository's models.toml (whose models would be hashed)."""
+    from dashboard import data
+
+    monkeypatch.setattr(data, "REGISTRY", tmp_path / "no-models.toml")
+
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 FIRSTSUM = 40264  # 'Ġfirstsum', a known under-trained SmolLM2 token
 # Known under-trained SmolLM2 tokens: all rank among its ~50 most anomalous non-special tokens.

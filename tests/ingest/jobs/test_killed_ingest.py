@@ -7,6 +7,7 @@ the point to strike, then sends SIGKILL.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -20,10 +21,13 @@ from sqlalchemy import Engine, func, select
 
 from catalog.database import CatalogError, make_engine, session_factory
 from catalog.queries import list_models, token_verdicts, top_anomalous
-from catalog.schema import Cluster, EmbeddingStat, IngestRun, Neighbor, ProbeResult, TokenVerdict
+from catalog.schema import Cluster, EmbeddingStat, IngestRun, Model, Neighbor, Noken, ProbeResult, PromptSearch, TokenVerdict
+from ingest.jobs.claims import claim, unit_claim_name
 from ingest.jobs.cli import main
+from ingest.jobs.reingest import EXIT_OK, reingest_registry
 from ingest.jobs.runner import run_stage
 from ingest.stages.probes import PROBES as PROBES_STAGE
+from ingest.jobs.status import status_table
 from ingest.stages.probes import ProbeParams
 from tests.conftest import SMOLLM2, fresh_database
 
@@ -132,3 +136,80 @@ def test_killed_probes_run_resumes_without_duplicates_and_matches_an_uninterrupt
         finally:
             killed.dispose()
             whole.dispose()
+
+
+# --- every chunked stage, killed under `glitchdex reingest` and finished by the next one -----------------
+
+# The statistics match the shared SmolLM2 catalog's run, so only the stage under test is due.
+FAST_STATS_TOML = "embedding_stats = { n_clusters = 32, n_seeds = 3, n_neighbor_tokens = 200, n_neighbors = 5 }"
+CHUNKED = {
+    # 2 methods x 3 targets, chunks of 2 (one slot): three chunks
+    "prompt_search": (
+        "prompt_search = { top = 2, controls = 1, search = { prompt_len = 3, max_steps = 2, top_k = 8, n_candidates = 8, n_slots = 1, continuous_steps = 2 } }",
+        PromptSearch,
+        lambda: select(PromptSearch.token_id, PromptSearch.method, PromptSearch.target_role, PromptSearch.prompt_ids, PromptSearch.greedy_emits)
+        .order_by(PromptSearch.token_id, PromptSearch.method),
+    ),
+    # 4 + 4 + 1 + 6 nokens in chunks of 8: two chunks
+    "nokens": (
+        'nokens = { generators = ["gaussian_typical", "anomalous_shell", "centroid", "direction_sweep"], templates = ["echo_fewshot"], n_anomalous = 5, n_normal = 5 }',
+        Noken,
+        lambda: select(Noken.noken_id, Noken.generator, Noken.nearest_token_id, Noken.verdict, Noken.vector).order_by(Noken.noken_id),
+    ),
+}
+
+
+def registry_for(folder: Path, stage: str) -> Path:
+    path = folder / "models.toml"
+    path.write_text(f'[[model]]\nspec = "{SMOLLM2}"\nstages = ["{stage}"]\n{FAST_STATS_TOML}\n{CHUNKED[stage][0]}\n', encoding="utf-8")
+    return path
+
+
+def stage_rows(engine: Engine, stage: str) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(CHUNKED[stage][2]())]
+
+
+@pytest.mark.parametrize("stage", list(CHUNKED))
+def test_a_chunked_stage_killed_under_reingest_resumes_and_matches_an_uninterrupted_run(
+    stage: str, smollm2, smollm2_catalog, tmp_path: Path
+) -> None:
+    table = CHUNKED[stage][1]
+    with fresh_database(tmp_path, template=smollm2_catalog) as killed_url:
+        killed = make_engine(killed_url)
+        try:
+            registry = registry_for(tmp_path, stage)
+            process = start_cli(killed_url, "reingest", "--registry", str(registry), "--lock", str(tmp_path / "a.lock"))
+            kill_when(process, lambda: count(killed, table) > 0)  # the first chunk committed
+            first_chunk = count(killed, table)
+            assert stage_statuses(killed, stage) == [("running", None)]
+            assert status_table(killed, SMOLLM2)[-1].state == "interrupted"
+
+            assert reingest_registry(killed, registry, lock_path=tmp_path / "b.lock", loaded_models={SMOLLM2: smollm2}) == EXIT_OK
+            assert stage_statuses(killed, stage) == [("succeeded", None)]  # the same run, resumed
+            resumed = stage_rows(killed, stage)
+        finally:
+            killed.dispose()
+    (tmp_path / "whole").mkdir()
+    with fresh_database(tmp_path / "whole", template=smollm2_catalog) as whole_url:
+        whole = make_engine(whole_url)
+        try:
+            assert reingest_registry(whole, registry, lock_path=tmp_path / "c.lock", loaded_models={SMOLLM2: smollm2}) == EXIT_OK
+            assert 0 < first_chunk < len(resumed)
+            assert resumed == stage_rows(whole, stage)
+        finally:
+            whole.dispose()
+
+
+def test_a_unit_another_process_holds_is_not_run_twice(engine: Engine, tmp_path: Path, caplog) -> None:
+    """Two reingests with different lock files (or hosts) share the catalog: each unit runs once."""
+    caplog.set_level(logging.INFO, logger="glitchdex.reingest")
+    registry = tmp_path / "models.toml"
+    registry.write_text(f'[[model]]\nspec = "{MINILM}"\nembedding_stats = {{ n_clusters = 8, n_seeds = 2 }}\n', encoding="utf-8")
+    assert main(["--db", engine.url.render_as_string(hide_password=False), "ingest", MINILM, "--stages", "tokenizer_facts", "--top", "0"]) == 0
+    with engine.connect() as conn:
+        model_id = conn.scalar(select(Model.id))
+    with claim(engine, unit_claim_name(model_id, "embedding_stats")):  # what the other reingest holds while it runs the unit
+        assert reingest_registry(engine, registry, lock_path=tmp_path / "other.lock") == EXIT_OK
+    assert f"{MINILM} embedding_stats: skipped (0 rows, 0.0s, another process is running this unit)" in caplog.text
+    assert stage_statuses(engine, "embedding_stats") == [] and count(engine, EmbeddingStat) == 0
