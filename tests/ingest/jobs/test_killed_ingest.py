@@ -150,9 +150,9 @@ CHUNKED = {
         lambda: select(PromptSearch.token_id, PromptSearch.method, PromptSearch.target_role, PromptSearch.prompt_ids, PromptSearch.greedy_emits)
         .order_by(PromptSearch.token_id, PromptSearch.method),
     ),
-    # 4 + 4 + 1 + 6 nokens in chunks of 8: two chunks
+    # 3 + 6 nokens in chunks of 8: two chunks
     "nokens": (
-        'nokens = { generators = ["gaussian_typical", "anomalous_shell", "centroid", "direction_sweep"], templates = ["echo_fewshot"], n_anomalous = 5, n_normal = 5 }',
+        'nokens = { generators = ["gaussian_typical", "direction_sweep"], generator_params = { n_random = 3 }, templates = ["echo_fewshot"], n_anomalous = 5, n_normal = 5 }',
         Noken,
         lambda: select(Noken.noken_id, Noken.generator, Noken.nearest_token_id, Noken.verdict, Noken.vector).order_by(Noken.noken_id),
     ),
