@@ -122,6 +122,11 @@ class PromptLM:
         out = self.model(inputs_embeds=torch.cat([prefix, embeds.to(self.dtype)], dim=1), logits_to_keep=1, use_cache=False)
         return out.logits[:, -1].float()
 
+    @property
+    def eval_batch_sizes(self) -> dict[int, int]:
+        """Prompts per forward that each requested chunk size ended at (smaller after out-of-memory)."""
+        return {chunk: batches.batch_size for chunk, batches in self._eval_batches.items()}
+
     @torch.no_grad()
     def score_ids(self, prompt_ids: Tensor, targets: Tensor, chunk: int) -> Scores:
         """Exact scores of prompts [batch, pos] for targets [batch], at most ``chunk`` prompts per forward (fewer after out-of-memory)."""

@@ -198,7 +198,9 @@ class _PromptRun:
         return bulk_insert(conn, PromptSearch.__table__, rows)
 
     def finish(self, _conn: Connection, _run_id: int, _params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return 0, {"prefix_ids": self.lm.prefix_ids, "resolved_targets": [[t.token_id, t.role] for t in self.targets]}
+        extra = {"prefix_ids": self.lm.prefix_ids, "resolved_targets": [[t.token_id, t.role] for t in self.targets]}
+        # Below eval_chunk when out-of-memory forced smaller scoring batches (in this invocation).
+        return 0, {**extra, "eval_batch_size_used": min(self.lm.eval_batch_sizes.values(), default=self.params.eval_chunk)}
 
 
 def catalog_ban_rules(session: Session, model: Model, params: SearchParams, d_vocab: int, stats_run: int | None) -> BanRules:

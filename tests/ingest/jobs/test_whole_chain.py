@@ -75,6 +75,12 @@ def test_one_reingest_fills_every_stage(chain) -> None:
     found = counts(engine)
     assert min(found["token_verdict"], found["probe_result"], found["prompt_search"], found["noken"]) > 0, found
     assert sorted(runs_by_stage(engine)) == ["embedding_stats", "nokens", "probes", "prompt_search", "tokenizer_facts"]
+    with engine.connect() as conn:
+        params = dict(conn.execute(select(IngestRun.stage, IngestRun.params).where(IngestRun.status == "succeeded")).all())
+    # the batch sizes out-of-memory halving ended at are part of each batched run's record
+    assert params["probes"]["batch_size_used"] == 32 and params["nokens"]["batch_size_used"] == 16
+    assert params["prompt_search"]["eval_batch_size_used"] == 512
+    assert params["probes"]["upstream_runs"] == {"embedding_stats": runs_by_stage(engine)["embedding_stats"][0]}
 
 
 def test_a_second_reingest_loads_no_weights_and_changes_nothing(chain, monkeypatch) -> None:
