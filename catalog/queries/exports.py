@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import polars as pl
 from sqlalchemy import Select, func, null, select
 from sqlalchemy.orm import Session
 
@@ -71,6 +72,14 @@ def selected_tokens_query(runs: ModelRuns, selection: TokenSelection) -> Select:
     if selection.top is not None:
         query = query.where(EmbeddingStat.anomaly_rank <= selection.top)
     return query
+
+
+def tokens_frame(session: Session, runs: ModelRuns, selection: TokenSelection = TokenSelection()) -> pl.DataFrame:
+    """:func:`selected_tokens_query` as a polars DataFrame, one column per field, typed even when empty."""
+    result = session.execute(selected_tokens_query(runs, selection))
+    columns = list(result.keys())
+    rows = result.all()
+    return pl.DataFrame({name: [row[i] for row in rows] for i, name in enumerate(columns)}, strict=False)
 
 
 def probe_transcripts_by_token(session: Session, probes_run_id: int, token_ids: list[int]) -> dict[int, list[dict]]:

@@ -47,13 +47,17 @@ from catalog.queries import (
     token_verdicts,
     top_anomalous,
 )
+from catalog.queries.exports import TokenSelection
 from catalog.schema import IngestRun
 from ingest.compute.embedding_stats import StatsParams
 from ingest.compute.nokens import GENERATORS, GeneratorParams
 from ingest.compute.probes import INSERTION_MODES, MODES, TEMPLATES_BY_NAME
 from ingest.compute.prompts import METHODS, SearchParams
+from ingest.compute.tokenizer_facts import CATEGORY_ORDER
 from ingest.compute.verdicts import VERDICTS, Thresholds
 from ingest.jobs.executors import ClusterOptions
+from ingest.jobs.export import FORMATS as EXPORT_FORMATS
+from ingest.jobs.export import export_model
 from ingest.jobs.pipeline import STAGES, ingest
 from ingest.jobs.registry import DEFAULT_REGISTRY
 from ingest.jobs.reingest import reingest_registry, watch
@@ -222,11 +226,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noken", type=int, help="show this noken's probes beside its nearest token's")
     p.set_defaults(handler=cmd_noken_results)
 
+    _add_export_parser(commands)
+
     p = commands.add_parser("db", help="schema migrations")
     p.add_argument("action", choices=["upgrade", "downgrade", "current"])
     p.add_argument("revision", nargs="?", help="target revision (default: head for upgrade, base for downgrade)")
     p.set_defaults(handler=cmd_db)
     return parser
+
+
+def _add_export_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("export", help="write a model's tokens, indicators and verdicts for other tools (Magikarp, garak, polars, a report)")
+    p.add_argument("model", help="model id, name, spec or unique name fragment")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="output format")
+    p.add_argument("-o", "--output", type=Path, help="file to write (default: the model's name with the format's suffix, here)")
+    _add_selection_arguments(p)
+    p.set_defaults(handler=cmd_export)
+
+
+def _add_selection_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verdict", choices=VERDICTS, help="only tokens with this verdict in the latest probes run (garak: default verified)")
+    p.add_argument("--category", choices=CATEGORY_ORDER, help="only tokens of this tokenizer category")
+    p.add_argument("--top", type=int, help="only the N most anomalous tokens (anomaly_rank <= N)")
+
+
+def _selection(args: argparse.Namespace) -> TokenSelection:
+    return TokenSelection(verdict=args.verdict, category=args.category, top=args.top)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    result = export_model(make_engine(args.db), args.model, args.format, args.output, _selection(args))
+    print(f"wrote {result.n_tokens} tokens to {result.path}")
+    for extra in result.extra_files:
+        print(f"  and {extra}")
+    return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
