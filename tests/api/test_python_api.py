@@ -22,9 +22,10 @@ def readme_python_example() -> str:
 
 def test_readme_example_runs(smollm2_probed, monkeypatch, capsys):
     monkeypatch.setenv(URL_ENV, smollm2_probed.url.render_as_string(hide_password=False))
-    exec(compile(readme_python_example(), str(README), "exec"), {})
-    out = capsys.readouterr().out
-    assert "SmolLM2" in out and "echo_fewshot" in out and "max_target_prob" in out
+    names: dict = {}
+    exec(compile(readme_python_example(), str(README), "exec"), names)
+    assert capsys.readouterr().out.count("shape: (") == 4  # four DataFrames printed
+    assert names["verified"].height > 0 and names["tokens"].height == 49_152
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_models_token_and_transcripts(cat):
     models = cat.models()
     assert models.height == 1 and models["name"][0].startswith("SmolLM2") and models["tokenizer_kind"][0] == "byte_level"
     the = cat.token(" the")
-    assert the.height == 1 and the["piece"][0] == "Ġthe"
+    assert {"Ġthe", "the"} <= set(the["piece"])  # one normalised string
     assert cat.token("SolidGoldMagikarp-not-a-token").columns == ["tokenizer", "token_id", "piece", "category"]
     token_id = cat.tokens(SMOLLM2, verdict="verified")["token_id"][0]
     transcripts = cat.probe_transcripts(SMOLLM2, token_id)
