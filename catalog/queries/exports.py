@@ -121,3 +121,37 @@ def verdict_counts(session: Session, probes_run_id: int) -> dict[str, int]:
         .order_by(TokenVerdict.verdict)
     ).all()
     return {verdict: count for verdict, count in rows}
+
+
+@dataclass(frozen=True)
+class FlaggedToken:
+    token_id: int
+    text: str
+    reason: str  # verified, weakly_verified or anomalous
+
+
+FLAG_ORDER = ("verified", "weakly_verified", "anomalous")
+
+
+def flagged_tokens(session: Session, runs: ModelRuns, n_anomalous: int) -> dict[int, FlaggedToken]:
+    """The tokens a data check reports: verified and weakly verified by the latest probes run, and the
+    ``n_anomalous`` most anomalous non-special tokens of the latest statistics run; the strongest reason wins."""
+    if runs.stats_run_id is None:
+        raise CatalogError(f"model {runs.model.name!r} has no embedding statistics: run `glitchdex ingest {runs.model.spec}`")
+    anomalous = select(Token.token_id, Token.text).join(
+        EmbeddingStat, (EmbeddingStat.run_id == runs.stats_run_id) & (EmbeddingStat.token_id == Token.token_id)
+    ).where(Token.tokenizer_id == runs.model.tokenizer_id, Token.is_special.is_(False), EmbeddingStat.anomaly_rank <= n_anomalous)
+    flagged = {row.token_id: FlaggedToken(row.token_id, row.text, "anomalous") for row in session.execute(anomalous)}
+    if runs.probes_run_id is not None:
+        probed = (
+            select(Token.token_id, Token.text, TokenVerdict.verdict)
+            .join(Token, (Token.tokenizer_id == TokenVerdict.tokenizer_id) & (Token.token_id == TokenVerdict.token_id))
+            .where(TokenVerdict.run_id == runs.probes_run_id, TokenVerdict.verdict.in_(FLAG_ORDER[:2]))
+        )
+        flagged |= {row.token_id: FlaggedToken(row.token_id, row.text, row.verdict) for row in session.execute(probed)}
+    return flagged
+
+
+def ordinary_token_ids(session: Session, tokenizer_id: int) -> list[int]:
+    """Non-special token ids of a tokenizer, ascending."""
+    return list(session.scalars(select(Token.token_id).where(Token.tokenizer_id == tokenizer_id, Token.is_special.is_(False)).order_by(Token.token_id)))

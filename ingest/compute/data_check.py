@@ -35,8 +35,6 @@ class Record:
 def read_records(path: Path) -> Iterator[Record]:
     """Text from ``path``: every line of a text file, the string values of every JSONL object, the string
     columns of every Parquet row."""
-    if not path.is_file():
-        raise CatalogError(f"no such data file {str(path)!r}")
     if path.suffix == ".parquet":
         return _parquet_records(path)
     if path.suffix in (".jsonl", ".ndjson"):

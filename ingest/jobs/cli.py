@@ -55,6 +55,8 @@ from ingest.compute.probes import INSERTION_MODES, MODES, TEMPLATES_BY_NAME
 from ingest.compute.prompts import METHODS, SearchParams
 from ingest.compute.tokenizer_facts import CATEGORY_ORDER
 from ingest.compute.verdicts import VERDICTS, Thresholds
+from ingest.jobs.check import DEFAULT_ANOMALOUS, FIX_ROWS, CheckOptions, check_data, format_report
+from ingest.jobs.check import FAIL_ON as CHECK_FAIL_ON
 from ingest.jobs.executors import ClusterOptions
 from ingest.jobs.export import FORMATS as EXPORT_FORMATS
 from ingest.jobs.export import export_model
@@ -227,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_noken_results)
 
     _add_export_parser(commands)
+    _add_check_parser(commands)
 
     p = commands.add_parser("db", help="schema migrations")
     p.add_argument("action", choices=["upgrade", "downgrade", "current"])
@@ -260,6 +263,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     for extra in result.extra_files:
         print(f"  and {extra}")
     return 0
+
+
+def _add_check_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("check", help="which catalogued glitch tokens a fine-tuning data set holds (text, JSONL, Parquet); --fix a model copy")
+    p.add_argument("model", help="catalogued model: id, name, spec or unique name fragment")
+    p.add_argument("data", nargs="+", type=Path, help="data files: .jsonl (every string value), .parquet (string columns), else text lines")
+    p.add_argument("--fail-on", choices=CHECK_FAIL_ON, help="exit 1 if the data holds a verified token (verified) or any reported token (anomalous)")
+    p.add_argument("--anomalous", type=int, default=DEFAULT_ANOMALOUS, help="report the N most anomalous tokens too")
+    p.add_argument("--fix", type=Path, metavar="OUT", help="write a safetensors copy of the model with untrained rows set to the mean of trained rows")
+    p.add_argument("--fix-rows", choices=FIX_ROWS, default="verified", help="rows --fix changes: verified (and weakly verified) tokens, or every reported token")
+    p.add_argument("--device", default="cpu", help="torch device for the fix")
+    p.set_defaults(handler=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    options = CheckOptions(args.fail_on, args.anomalous, args.fix, args.fix_rows, args.device, show_progress=True)
+    report = check_data(make_engine(args.db), args.model, args.data, options)
+    print("\n".join(format_report(report, args.anomalous)))
+    return 1 if report.failed else 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
