@@ -47,8 +47,10 @@ def test_fail_on_verified_gates_on_real_verdicts(capsys, smollm2_probed, verifie
     parquet = tmp_path / "rows.parquet"
     pl.DataFrame({"prompt": ["What is 2+2?", "Name a colour."], "id": [1, 2]}).write_parquet(parquet)
 
-    code, out, _ = run_check(capsys, smollm2_probed, str(clean), str(text), str(parquet), "--fail-on", "verified")
+    # The stricter gate (any reported token) passes ordinary text too.
+    code, out, _ = run_check(capsys, smollm2_probed, str(clean), str(text), str(parquet), "--fail-on", "anomalous")
     assert code == 0, out
+    assert "anomalous tokens (top 200 of the anomaly ranking, not verified): 0 distinct" in out
     assert "6 records" in out and "verified glitch tokens: 0 distinct" in out
     assert f"'<|im_end|>'" in out and f"{text}:2" in out  # a special token's text in plain data
 
