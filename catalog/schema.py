@@ -128,7 +128,9 @@ class Model(Base):
     id: Mapped[int] = mapped_column(primary_key=True, comment="Surrogate key.")
     name: Mapped[str] = mapped_column(String(200), comment="Short name, e.g. 'SmolLM2-135M-Instruct.Q4_1'.")
     spec: Mapped[str] = mapped_column(Text, comment="The spec given to `glitchdex ingest`.")
-    source_kind: Mapped[str] = mapped_column(String(20), comment="hub, directory, gguf, package or tiktoken.")
+    source_kind: Mapped[str] = mapped_column(
+        String(20), comment="hub, directory, gguf, package, tiktoken or tokenizer_file (tokenizer.json, encoder.json + vocab.bpe, NAME.tiktoken)."
+    )
     source: Mapped[str] = mapped_column(Text, comment="Resolved location: hub id, folder or file path.")
     revision: Mapped[str] = mapped_column(String(64), comment="Hub commit, or sha256 of the weight files.")
     architecture: Mapped[str | None] = mapped_column(String(100), comment="transformers model_type (llama, gemma3_text, bert, ...); NULL for tokenizer-only.")
@@ -500,3 +502,27 @@ class NokenProbeResult(Base):
     kl_from_baseline: Mapped[float] = mapped_column(
         Float, comment="KL(baseline || noken) in nats between the next-token distributions at the first generated position."
     )
+
+
+class EmbeddingFix(Base):
+    __tablename__ = "embedding_fix"
+    __table_args__ = (
+        ForeignKeyConstraint(["tokenizer_id", "token_id"], ["token.tokenizer_id", "token.token_id"]),
+        {
+            "comment": "Rows of a model copy written by `glitchdex check --fix`, set to the mean of trained rows, per embedding_fix run "
+            "(the run's params: output folder, which tokens, how many trained rows were averaged)."
+        },
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The embedding_fix run.")
+    token_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="Token whose row was changed.")
+    matrix: Mapped[str] = mapped_column(
+        String(10), primary_key=True, comment="'input' (the input embedding; also the unembedding when tied) or 'output' (an untied unembedding)."
+    )
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model the copy was made from.")
+    tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
+    reason: Mapped[str] = mapped_column(
+        String(20), comment="Why the row counts as untrained: verified, weakly_verified (latest probes run) or anomalous (top of the anomaly ranking)."
+    )
+    old_norm: Mapped[float] = mapped_column(Float, comment="L2 norm of the row before.")
+    new_norm: Mapped[float] = mapped_column(Float, comment="L2 norm after (the norm of the trained rows' mean).")

