@@ -138,3 +138,13 @@ def test_malformed_tokenizer_file_is_one_line(capsys, engine, db_url, tmp_path, 
     assert len(errors) == 1 and errors[0].startswith("glitchdex: error: ") and message in errors[0]
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(Tokenizer)) == 0
+
+
+def test_a_real_models_tokenizer_json_is_the_same_vocabulary(smollm2, tmp_path):
+    """SmolLM2's tokenizer saved as tokenizer.json alone hashes like the GGUF model's: one tokenizer row."""
+    folder = tmp_path / "smollm2-tokenizer"
+    folder.mkdir()
+    smollm2.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    loaded = load(str(folder))
+    assert loaded.vocabulary.kind == "byte_level" and loaded.vocabulary.special_ids == smollm2.vocabulary.special_ids
+    assert loaded.vocabulary.content_hash == smollm2.vocabulary.content_hash
