@@ -99,7 +99,7 @@ class _ModelCache:
         self.spec, self.with_weights = spec, with_weights
         self.models: dict[tuple[str, str], LoadedModel] = {}
         if loaded is not None:
-            self.models[(_device_of(loaded), _dtype_of(loaded))] = loaded
+            self.models[_weights_key(loaded)] = loaded
 
     def any(self) -> LoadedModel:
         return next(iter(self.models.values())) if self.models else self.get("cpu", "float32")
@@ -112,9 +112,9 @@ class _ModelCache:
         return self.models[(device, dtype)]
 
 
-def _device_of(loaded: LoadedModel) -> str:
-    return "cpu" if loaded.model is None else str(next(loaded.model.parameters()).device)
-
-
-def _dtype_of(loaded: LoadedModel) -> str:
-    return "float32" if loaded.model is None else str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+def _weights_key(loaded: LoadedModel) -> tuple[str, str]:
+    """(device, dtype) of the loaded weights; a vocabulary without weights serves any key."""
+    weights = next(loaded.model.parameters(), None) if loaded.model is not None else None
+    if weights is None:
+        return "cpu", "float32"
+    return str(weights.device), str(weights.dtype).removeprefix("torch.")
