@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from transformers import DynamicCache
 
 from catalog.database import CatalogError
 from ingest.compute.batching import AdaptiveBatches
@@ -357,10 +358,23 @@ def generate_probes(
 
 
 @torch.no_grad()
-def prefix_cache(model: torch.nn.Module, prompt: Prompt, device: str) -> Any:
+def prefix_cache(model: torch.nn.Module, prompt: Prompt, device: str) -> DynamicCache:
     """KV cache of the prompt text before the first placeholder, for a batch of one."""
     prefix = torch.tensor([prompt.prefix], device=device)
-    return model(input_ids=prefix, use_cache=True).past_key_values
+    return model(input_ids=prefix, use_cache=True).cache
+
+
+def batch_cache(prefix: DynamicCache, batch: int) -> DynamicCache:
+    """The prefix cache for ``batch`` rows as expanded views, copied once when the tail is appended.
+
+    A deep copy of the batch-of-one cache keeps each layer's kind and its count of
+    positions seen (a sliding-window layer holds fewer than it has seen).
+    """
+    cache = copy.deepcopy(prefix)
+    for layer in cache.layers:
+        layer.keys = layer.keys.expand(batch, -1, -1, -1)  # [batch, kv_heads, cached, head_dim]
+        layer.values = layer.values.expand(batch, -1, -1, -1)
+    return cache
 
 
 @torch.no_grad()
@@ -368,20 +382,23 @@ def sweep_probes(
     model: torch.nn.Module,
     tokenizer: Any,
     prompt: Prompt,
-    cache: Any,
+    prefix: DynamicCache,
     token_ids: Sequence[int],
     *,
     positions: int,
     device: str,
 ) -> list[ProbeRecord]:
-    """Probe a batch of tokens with one template, reusing the prefix ``cache`` and computing last-position logits only."""
-    batch_cache = copy.deepcopy(cache)
-    batch_cache.batch_repeat_interleave(len(token_ids))
+    """Probe a batch of tokens with one template, reusing the ``prefix`` cache and computing last-position logits only.
+
+    The first forward runs the tail (token and the text after it) of every row at
+    once; each further greedy step runs one position per row.
+    """
+    cache = batch_cache(prefix, len(token_ids))
     target = torch.tensor(list(token_ids), dtype=torch.long, device=device)
     step_input = prompt.tail_ids(target)  # [batch, tail_len]
     steps_logits, generated = [], []
     for _ in range(positions):
-        logits = model(input_ids=step_input, past_key_values=batch_cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # [batch, d_vocab]
         steps_logits.append(logits)
         step_input = logits.argmax(-1, keepdim=True)  # [batch, 1]
         generated.append(step_input)
@@ -407,7 +424,7 @@ class Prober:
         self.positions, self.device = positions, device
         self.batches = AdaptiveBatches(batch_size, device)  # halves on out-of-memory; .batch_size is the size in use
         self.prompts = {t.name: render_prompt(tokenizer, t) for t in templates}
-        self._caches: dict[str, Any] = {}
+        self._caches: dict[str, DynamicCache] = {}
 
     def run(self, pairs: Sequence[tuple[int, Template]], insertion: Insertion | None = None, keep_first_step: bool = False) -> list[ProbeRecord]:
         """Probe every pair; with ``insertion`` (candidate mode only), pair i's slots hold ``insertion.vectors[i]``."""
