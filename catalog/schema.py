@@ -112,7 +112,7 @@ class Token(Base):
         String(20), comment="Dominant Unicode script of its letters (Latin, Cyrillic, Han, ...), 'Common' if none, 'Mixed' if several."
     )
     category: Mapped[str] = mapped_column(
-        String(20), comment="First matching of: special, partial_utf8, byte, unreachable, whitespace, normal."
+        String(20), comment="First matching of: placeholder (<unusedN>, [unusedN], reserved specials: the unused-token reference, never counted as findings), special, partial_utf8, byte, unreachable, whitespace, normal."
     )
 
     tokenizer: Mapped[Tokenizer] = relationship(back_populates="tokens")

@@ -18,7 +18,6 @@ Indicators (all stored; "pct" = percentile, 1.0 = most anomalous):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,10 +28,8 @@ from sklearn.cluster import MiniBatchKMeans
 from torch import Tensor
 
 from ingest.compute.batching import AdaptiveBatches
+from ingest.compute.tokenizer_facts import PLACEHOLDER_PIECE
 
-UNUSED_PIECE = re.compile(
-    r"^(<unused\d+>|\[unused\d+\]|<\|reserved_special_token_\d+\|>|<\|reserved_\d+\|>|<extra_id_\d+>|<\|unused_\d+\|>)$"
-)
 # Bytes that never occur in valid UTF-8: a token for one of them cannot appear in UTF-8 training text.
 IMPOSSIBLE_UTF8_BYTES = frozenset([0xC0, 0xC1, *range(0xF5, 0x100)])
 
@@ -87,7 +84,7 @@ def reference_unused_ids(
     unreachable tokens are unused by construction. An empty result means the
     caller falls back to :func:`centroid_bootstrap_rows`.
     """
-    placeholders = [t for t, piece in zip(token_ids, pieces) if UNUSED_PIECE.match(piece)]
+    placeholders = [t for t, piece in zip(token_ids, pieces) if PLACEHOLDER_PIECE.match(piece)]
     if placeholders:
         return placeholders, "placeholder pieces (<unusedN>, [unusedN], reserved specials)"
     impossible = {t for t, data in zip(token_ids, raw_bytes) if data is not None and len(data) == 1 and data[0] in IMPOSSIBLE_UTF8_BYTES}

@@ -83,8 +83,39 @@ TEMPLATES: tuple[Template, ...] = (
         "Plain continuation (no instruction) of a comma-separated repetition of the token.",
     ),
 )
-TEMPLATES_BY_NAME = {t.name: t for t in TEMPLATES}
+
+# Magikarp-compatible verification (Land & Bartolo 2024, cohere-ai/magikarp): their three prompts, token
+# inserted by id at every slot, three greedy tokens, verified when the target's probability stays below
+# 0.01 in all three, so counts compare with their published tables. The prompts' wording is theirs.
+MAGIKARP_ECHO_PAIR = "\nInput: ««TOKEN»»\nOutput: ««TOKEN»»"
+MAGIKARP_TEMPLATES: tuple[Template, ...] = (
+    Template(
+        "magikarp_input_output", 1, "repeat", False,
+        "This device repeats its input exactly, as shown in these 100 identical trials."
+        + MAGIKARP_ECHO_PAIR * 20 + "\nInput: ««TOKEN»»\nOutput: «", "", 3,
+        "Magikarp's 20-shot echo: the token as input and output twenty times, then as input.",
+    ),
+    Template(
+        "magikarp_assistant_explain", 1, "meaning", False,
+        "This helpful assistant explains what a phrase means, replying with identical responses to identical questions for reliability."
+        "\nUser: What does 'edslfkj' mean?\nAssistant: 'edslfkj' has no specific meaning I am aware of."
+        "\nUser: what does '«TOKEN»' mean?\nAssistant: '", "", 3,
+        "Magikarp's 'what does X mean', after one worked example; the answer opens by quoting the token.",
+    ),
+    Template(
+        "magikarp_repeats", 1, "continue", False,
+        "Below is the output, as you can see it's just giving the same phrase repeated indefinitely:\n" + PLACEHOLDER * 101, "", 3,
+        "Magikarp's repetition: the token 101 times in a row, to be continued.",
+    ),
+)
+TEMPLATES_BY_NAME = {t.name: t for t in TEMPLATES + MAGIKARP_TEMPLATES}
 SWEEP_TEMPLATES = ("echo_fewshot", "continue_list")
+# Named template sets (`glitchdex probe --template-set`): the default candidate set, the sweep set, Magikarp's.
+TEMPLATE_SETS = {
+    "default": tuple(t.name for t in TEMPLATES),
+    "sweep": SWEEP_TEMPLATES,
+    "magikarp": tuple(t.name for t in MAGIKARP_TEMPLATES),
+}
 
 
 def templates_named(names: Sequence[str]) -> list[Template]:

@@ -50,7 +50,7 @@ from catalog.queries import (
 from catalog.schema import IngestRun
 from ingest.compute.embedding_stats import StatsParams
 from ingest.compute.nokens import GENERATORS, GeneratorParams
-from ingest.compute.probes import INSERTION_MODES, MODES, TEMPLATES_BY_NAME
+from ingest.compute.probes import INSERTION_MODES, MODES, TEMPLATE_SETS, TEMPLATES_BY_NAME
 from ingest.compute.prompts import METHODS, SearchParams
 from ingest.compute.verdicts import VERDICTS, Thresholds
 from ingest.jobs.executors import ClusterOptions
@@ -172,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default="candidates", help="candidates: top N per indicator + controls (CPU); sweep: every token (GPU)")
     p.add_argument("--top", type=int, default=200, help="candidates per indicator")
     p.add_argument("--controls", type=int, default=50, help="random normal tokens probed as a control sample")
-    p.add_argument("--templates", help=f"comma-separated subset of {','.join(TEMPLATES_BY_NAME)} (default: all; sweep: echo_fewshot,continue_list)")
+    p.add_argument("--templates", help=f"comma-separated subset of {','.join(TEMPLATES_BY_NAME)} (default: the template set)")
+    p.add_argument(
+        "--template-set", choices=TEMPLATE_SETS, help="named templates: default (candidates), sweep, magikarp (Magikarp-compatible verification)"
+    )
     p.add_argument("--batch-size", type=int, help="probes per forward batch (default 32; sweep 256)")
     p.add_argument("--positions", type=int, default=3, help="generated positions at which the target's probability is read")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
@@ -182,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verified-below", type=float, default=Thresholds.verified_below, help="verified if the target probability stays below this")
     p.add_argument("--weak-below", type=float, default=Thresholds.weak_below, help="weakly verified below this")
     p.add_argument("--limit", type=int, help="sweep: only the first N token ids")
+    p.add_argument("--sample", type=int, help="sweep: a seeded uniform random sample of N token ids (plus the controls) instead of all")
     p.add_argument("--force", action="store_true", help="probe again even if a run with these parameters succeeded")
     p.set_defaults(handler=cmd_probe)
 
@@ -260,12 +264,20 @@ def _print_top(engine, model: str, limit: int, by: str, include_special: bool) -
         print("no tokens")
         return
     print(f"top {len(rows)} anomalous tokens of {rows[0].model} (by {by}):")
-    print(f"{'rank':>6} {'id':>7}  {'category':<12} {'norm':>7} {'centroid':>8} {'unused_cos':>10}  piece")
+    print(f"{'rank':>6} {'id':>7}  {'category':<12} {'norm':>7} {'centroid':>8} {'unused_cos':>10}  text")
     for row in rows:
         print(
             f"{row.anomaly_rank:>6} {row.token_id:>7}  {row.category:<12} {row.embed_norm:>7.3f} "
-            f"{row.centroid_dist:>8.3f} {row.unused_cos:>10.3f}  {row.piece!r}"
+            f"{row.centroid_dist:>8.3f} {row.unused_cos:>10.3f}  {_quoted(row.readable)}"
         )
+
+
+# Line breaks escaped so a token stays on its row; readable_text already escaped partial characters.
+LINE_ESCAPES = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _quoted(text: str) -> str:
+    return f"'{text.translate(LINE_ESCAPES)}'"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -422,7 +434,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     base = ProbeParams.sweep() if args.mode == "sweep" else ProbeParams()
     params = dataclasses.replace(
         base,
-        templates=_names(args.templates, base.templates),
+        templates=_names(args.templates, TEMPLATE_SETS[args.template_set] if args.template_set else base.templates),
         top=args.top,
         controls=args.controls,
         seed=args.seed,
@@ -431,6 +443,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         dtype=dtype,
         determinism_sample=args.determinism,
         sweep_limit=args.limit,
+        sweep_sample=args.sample,
         thresholds=Thresholds(verified_below=args.verified_below, weak_below=args.weak_below),
     )
     print(f"loading {args.spec} ({dtype} on {args.device})", file=sys.stderr)
@@ -470,12 +483,12 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
     if not rows:
         print("no verdicts")
         return 0
-    print(f"{'id':>7}  {'verdict':<15} {'max_p':>7} {'passed':>6}  {'failure':<14} {'selected_by':<28} piece")
+    print(f"{'id':>7}  {'verdict':<15} {'max_p':>7} {'passed':>6}  {'failure':<14} {'selected_by':<28} text")
     for row in rows:
         max_p = "-" if row.max_target_prob is None else f"{row.max_target_prob:.4f}"
         print(
             f"{row.token_id:>7}  {row.verdict:<15} {max_p:>7} {row.n_passed:>2}/{row.n_probes:<3}  "
-            f"{(row.failure_category or '-'):<14} {row.selected_by[:28]:<28} {row.piece!r}"
+            f"{(row.failure_category or '-'):<14} {row.selected_by[:28]:<28} {_quoted(row.readable)}"
         )
     return 0
 

@@ -16,7 +16,21 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+CATEGORY_OLD = "First matching of: special, partial_utf8, byte, unreachable, whitespace, normal."
+CATEGORY_NEW = (
+    "First matching of: placeholder (<unusedN>, [unusedN], reserved specials: the unused-token reference, never counted as findings), "
+    "special, partial_utf8, byte, unreachable, whitespace, normal."
+)
+
+
+def _set_category_comment(comment: str, old: str) -> None:
+    # SQLite keeps no column comments, and rebuilding token there would cascade into every table that joins it.
+    if op.get_bind().dialect.name != "sqlite":
+        op.alter_column("token", "category", existing_type=sa.String(20), existing_nullable=False, comment=comment, existing_comment=old)
+
+
 def upgrade() -> None:
+    _set_category_comment(CATEGORY_NEW, CATEGORY_OLD)
     op.create_table('evaluation',
     sa.Column('run_id', sa.Integer(), nullable=False, comment='The evaluation run.'),
     sa.Column('indicator', sa.String(length=40), nullable=False, comment="Embedding statistic (embed_norm, centroid_dist, unused_cos, anomaly_score, ...), token_indicator name, tokenizer category ('category:unreachable'), or any_indicator (the union of every indicator's candidates at the budget)."),
@@ -58,5 +72,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _set_category_comment(CATEGORY_OLD, CATEGORY_NEW)
     op.drop_table('token_indicator')
     op.drop_table('evaluation')

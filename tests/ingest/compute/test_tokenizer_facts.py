@@ -73,7 +73,8 @@ def test_dominant_script(text, script):
 
 
 def test_category_precedence():
-    assert category(True, True, True, True, True) == "special"
-    assert category(False, True, True, False, False) == "partial_utf8"
-    assert category(False, False, False, True, True) == "unreachable"
-    assert category(False, False, False, False, False) == "normal"
+    assert category(True, True, True, True, True, True) == "placeholder"
+    assert category(False, True, True, True, True, True) == "special"
+    assert category(False, False, True, True, False, False) == "partial_utf8"
+    assert category(False, False, False, False, True, True) == "unreachable"
+    assert category(False, False, False, False, False, False) == "normal"
