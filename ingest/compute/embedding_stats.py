@@ -258,3 +258,38 @@ def compute_embedding_stats(
         n_reference=int(reference_rows.numel()),
         bootstrapped_reference=bootstrapped,
     )
+
+
+def head_projection_score(unembed: Tensor, n_directions: int, *, device: str = "cpu") -> Tensor:
+    """Inference-free LM-head indicator: how little of each centred row lies in the head's leading singular directions.
+
+    Rows that training never reached keep (near) their initial vector plus the
+    shared push every unseen token's logit gets, so they carry little energy in
+    the directions real hidden states read; the score is minus the norm of the
+    centred row's projection on the ``n_directions`` leading right singular
+    vectors, scaled by the typical such norm.  unembed [d_vocab, d_model] -> [d_vocab]; higher = more anomalous.
+    """
+    rows = unembed.to(device=device, dtype=torch.float32)
+    centred = rows - rows.mean(0, keepdim=True)
+    _, _, right = torch.linalg.svd(centred, full_matrices=False)  # right [d_model, d_model], rows = directions
+    projected = (centred @ right[:n_directions].T).norm(dim=1)  # [d_vocab]
+    return (-projected / projected.median().clamp_min(1e-12)).cpu()
+
+
+def identical_row_counts(matrix: Tensor, tolerance: float, *, device: str = "cpu") -> Tensor:
+    """For each row, how many *other* rows hold the same vector within ``tolerance`` x the matrix's RMS value.
+
+    Untrained rows often keep one shared initial vector (or a quantiser maps them to
+    one); rounding every value to the step makes near-identical rows identical,
+    and two random projections of the rounded rows (float64: exact for these
+    integers' sums at these sizes, collisions of different rows improbable) key
+    the groups.  matrix [n, d] -> [n] int64; higher = more anomalous.
+    """
+    values = matrix.to(device=device, dtype=torch.float32)
+    step = tolerance * values.pow(2).mean().sqrt().clamp_min(1e-30)
+    rounded = torch.round(values / step).double()  # [n, d]
+    generator = torch.Generator().manual_seed(0)
+    projections = torch.rand(values.shape[1], 2, generator=generator, dtype=torch.float64).to(device)  # [d, 2]
+    keys = rounded @ projections  # [n, 2]
+    _, inverse, counts = torch.unique(keys, dim=0, return_inverse=True, return_counts=True)
+    return (counts[inverse] - 1).cpu()

@@ -487,3 +487,17 @@ class Prober:
                 token_ids,
             )
         return records
+
+
+# One short forward per token: the first-forward indicator (not a verification template).
+FIRST_FORWARD = Template(
+    "first_forward", 1, "repeat", False, "Repeat:«TOKEN»", "", 1,
+    "The token shown once; the probability that it comes next again is the first-forward indicator.",
+)
+
+
+def first_forward_scores(model: torch.nn.Module, tokenizer: Any, token_ids: Sequence[int], *, batch_size: int, device: str) -> Tensor:
+    """-log p(token next | 'Repeat:' token): one forward of the tail per token, the prefix cached.  [n] ids -> [n]; higher = more anomalous."""
+    prober = Prober(model, tokenizer, [FIRST_FORWARD], mode="sweep", positions=1, batch_size=batch_size, device=device)
+    records = prober.run([(token_id, FIRST_FORWARD) for token_id in token_ids])
+    return -torch.tensor([r.position_probs[0] for r in records], dtype=torch.float64).clamp_min(1e-300).log()

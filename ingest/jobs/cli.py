@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 from sqlalchemy.exc import OperationalError
@@ -36,9 +36,12 @@ from catalog.database import (
 )
 from catalog.queries import (
     RANKINGS,
+    evaluation_rows,
     find_model,
     indicator_precision,
+    latest_evaluation,
     list_models,
+    missed_tokens,
     noken_summary,
     noken_transcripts,
     probe_transcripts,
@@ -188,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, help="sweep: a seeded uniform random sample of N token ids (plus the controls) instead of all")
     p.add_argument("--force", action="store_true", help="probe again even if a run with these parameters succeeded")
     p.set_defaults(handler=cmd_probe)
+
+    p = commands.add_parser("evaluate", help="how much of the latest sweep's verified tokens each indicator finds (writes the evaluation table)")
+    p.add_argument("spec", help="the model's spec, as given to `glitchdex ingest`")
+    p.add_argument("--device", default="cpu", help="torch device for the weight-derived indicators and first-forward pass")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="model dtype of the first-forward pass")
+    p.add_argument("--batch-size", type=int, default=256, help="first-forward tokens per batch")
+    p.add_argument("--no-first-forward", action="store_true", help="skip the first-forward indicator (one forward per ranked token)")
+    p.add_argument("--missed", type=int, default=20, help="list this many verified tokens that every indicator misses at 2%%")
+    p.add_argument("--force", action="store_true", help="evaluate again even if a run with these parameters succeeded")
+    p.set_defaults(handler=cmd_evaluate)
 
     p = commands.add_parser("verdicts", help="probe verdicts of a model, or the transcripts of one token")
     p.add_argument("model", help="model id, name, spec or unique name fragment")
@@ -465,6 +478,54 @@ def _print_verdict_summary(engine, model: str) -> None:
     for row in rows:
         shown = "-" if row.precision is None else f"{row.precision:.2f}"
         print(f"{row.indicator:<14} {row.n_selected:>8} {row.n_tested:>6} {row.n_verified:>8} {row.n_weakly_verified:>5} {shown:>9}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from ingest.load.models import load
+    from ingest.stages.evaluation import EvaluationParams, evaluate, require_sweep_run
+
+    engine = make_engine(args.db)
+    ensure_schema(engine)
+    with session_factory(engine)() as session:
+        require_sweep_run(session, args.spec)  # fail before spending a minute loading weights
+    loaded = load(args.spec, dtype=getattr(torch, args.dtype), device=args.device)
+    params = EvaluationParams(first_forward=not args.no_first_forward, batch_size=args.batch_size)
+    result = evaluate(loaded, engine, params, device=args.device, force=args.force)
+    detail = f" ({result.detail})" if result.detail else ""
+    print(f"  evaluation: {result.status}, {result.n_rows} rows, {result.seconds:.1f}s{detail}", file=sys.stderr)
+    _print_evaluation(engine, str(loaded.name), args.missed)
+    return 0
+
+
+def _print_evaluation(engine, model: str, n_missed: int) -> None:
+    with session_factory(engine)() as session:
+        run = latest_evaluation(session, model)
+        rows = evaluation_rows(session, run.run_id)
+        missed = missed_tokens(session, run)
+    by_indicator: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        by_indicator.setdefault(row.indicator, {})[row.budget] = row
+    first = rows[0]
+    kind = "a seeded sample (95% Wilson intervals in the table)" if run.params["sampled"] else "the whole vocabulary"
+    print(f"{run.model}: {first.n_truth} verified of {first.n_ranked} ranked tokens ({kind}), probes run {run.probes_run_id}")
+    print(f"{'indicator':<26} {'R-prec':>6} {'AP':>6} {'P@2%':>6} {'R@2%':>6} {'P@10%':>6} {'R@10%':>6}")
+    for name, budgets in sorted(by_indicator.items(), key=lambda item: -(item[1]["10%"].recall or 0.0)):
+        r, two, ten = budgets.get("R"), budgets["2%"], budgets["10%"]
+        print(
+            f"{name[:26]:<26} {_figure(r.precision if r else None):>6} {_figure(two.average_precision):>6} {_figure(two.precision):>6} "
+            f"{_figure(two.recall):>6} {_figure(ten.precision):>6} {_figure(ten.recall):>6}"
+        )
+    print(run.statement)
+    print(f"best indicator (R-precision): {run.params['best_indicator']}")
+    print(f"{len(missed)} verified tokens no indicator ranks within 2%; the first {min(n_missed, len(missed))}:")
+    for token in missed[:n_missed]:
+        print(f"  {token.token_id:>7}  {token.category:<12} p={_figure(token.max_target_prob, '.4f')}  {_quoted(token.readable)}")
+
+
+def _figure(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def cmd_verdicts(args: argparse.Namespace) -> int:
