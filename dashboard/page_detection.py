@@ -40,14 +40,14 @@ st.altair_chart(
         color="indicator",
         tooltip=["indicator", "budget", "k", "n_hits", "precision", "recall", "f1"],
     ),
-    use_container_width=True,
+    width="stretch",
 )
 
 st.subheader("Table")
 summary = rows.pivot(index="indicator", columns="budget", values="recall").add_prefix("recall@")
 summary.insert(0, "R-precision", rows[rows["budget"] == "R"].set_index("indicator")["precision"])
 summary.insert(1, "average precision", rows.drop_duplicates("indicator").set_index("indicator")["average_precision"])
-st.dataframe(summary.sort_values("R-precision", ascending=False), use_container_width=True)
+st.dataframe(summary.sort_values("R-precision", ascending=False), width="stretch")
 with st.expander("Every row (precision, recall, F1, intervals)"):
     st.dataframe(rows, hide_index=True)
 

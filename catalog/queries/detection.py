@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError
@@ -50,11 +50,12 @@ def latest_evaluation(session: Session, model_name: str) -> EvaluationRun:
 
 def evaluation_query(run_id: int) -> Select:
     """Every row of one evaluation run (order the budgets with BUDGET_ORDER)."""
-    return select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.indicator)
+    return select(*Evaluation.__table__.columns).where(Evaluation.run_id == run_id).order_by(Evaluation.indicator)
 
 
-def evaluation_rows(session: Session, run_id: int) -> list[Evaluation]:
-    rows = session.scalars(evaluation_query(run_id)).all()
+def evaluation_rows(session: Session, run_id: int) -> list[Row]:
+    """The rows of one evaluation run, by indicator, budgets in BUDGET_ORDER."""
+    rows = session.execute(evaluation_query(run_id)).all()
     return sorted(rows, key=lambda r: (r.indicator, BUDGET_ORDER.index(r.budget)))
 
 
