@@ -177,10 +177,12 @@ class Calibration:
             return "no control tokens were probed: the verified count cannot be calibrated"
         floor = f"{self.n_controls_verified} of {self.n_controls} ordinary control tokens ({self.floor:.1%}) are also verified"
         if self.separates:
-            return (
-                f"the behavioural truth separates: {floor}, against {self.top_rate:.1%} of {self.best_indicator}'s top candidates; "
+            beyond = (
                 f"{self.excess:.0f} verified tokens beyond that floor"
+                if self.excess > 0
+                else f"but the {self.n_truth} verified tokens are no more than the floor predicts ({self.floor * self.n_eligible:.0f})"
             )
+            return f"the behavioural truth separates: {floor}, against {self.top_rate:.1%} of {self.best_indicator}'s top candidates; {beyond}"
         return (
             f"this model is too weak for its behavioural truth to separate glitch tokens from ordinary ones: {floor}, "
             f"and {self.best_indicator}'s top candidates fail at {self.top_rate:.1%}, within the floor's interval"

@@ -87,6 +87,8 @@ def test_calibration_says_plainly_when_the_truth_does_not_separate():
     assert weak.template_floors == {"echo": 0.25}
     assert weak.excess == pytest.approx(8000 - 13 / 80 * 49000)
     strong = calibrate([True] + [False] * 79, {}, 2000, 49000, "unused_cos", 70, 80)
-    assert strong.separates is True and "separates" in strong.statement
+    assert strong.separates is True and "separates" in strong.statement and "1388 verified tokens beyond" in strong.statement
+    ranks_but_few = calibrate([True] * 4 + [False] * 96, {}, 28, 967, "unused_cos", 13, 20)
+    assert ranks_but_few.separates is True and "no more than the floor predicts (39)" in ranks_but_few.statement
     assert calibrate([], {}, 10, 100, None, 0, 0).separates is None
     assert not math.isnan(strong.floor)
