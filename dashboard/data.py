@@ -324,3 +324,30 @@ def agreement_summary(shared: pd.DataFrame, top_fraction: float, n_listed: int =
         crosstab=pd.crosstab(verdict_a, verdict_b),
         disagreements=disagree.assign(gap=gap).sort_values("gap", ascending=False).head(n_listed),
     )
+
+
+# --- detection quality ------------------------------------------------------------------
+
+
+@versioned
+def evaluation(session: Session, model_id: int) -> tuple[dict[str, Any], pd.DataFrame] | None:
+    """The latest evaluation run's params and its rows (budgets in BUDGET_ORDER); None if the model has none."""
+    try:
+        run = queries.latest_evaluation(session, str(model_id))
+    except CatalogError:
+        return None
+    rows = frame(session, queries.evaluation_query(run.run_id))
+    rows["budget"] = pd.Categorical(rows["budget"], categories=queries.BUDGET_ORDER, ordered=True)
+    return run.params, rows.sort_values(["indicator", "budget"]).drop(columns=["run_id", "model_id"])
+
+
+@versioned
+def missed_by_all(session: Session, model_id: int, budget: str) -> pd.DataFrame:
+    """Verified tokens no indicator ranks within ``budget``, with readable text, category and verdict."""
+    run = queries.latest_evaluation(session, str(model_id))
+    return pd.DataFrame(
+        [
+            {"token_id": t.token_id, "text": t.readable, "category": t.category, "max_target_prob": t.max_target_prob, "failure": t.failure_category}
+            for t in queries.missed_tokens(session, run, budget)
+        ]
+    )

@@ -15,6 +15,7 @@ MODEL = "page_model.py"
 TOKEN = "page_token.py"
 COMPARE = "page_compare.py"
 NOKENS = "page_nokens.py"
+DETECTION = "page_detection.py"
 SQL = "page_sql.py"
 
 
@@ -25,6 +26,7 @@ def pages() -> list[st.Page]:
         st.Page(TOKEN, title="Token", icon=":material/token:", url_path="token"),
         st.Page(COMPARE, title="Compare models", icon=":material/compare_arrows:", url_path="compare"),
         st.Page(NOKENS, title="Nokens", icon=":material/block:", url_path="nokens"),
+        st.Page(DETECTION, title="Detection", icon=":material/troubleshoot:", url_path="detection"),
         st.Page(SQL, title="SQL", icon=":material/database:", url_path="sql"),
     ]
 

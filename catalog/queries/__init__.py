@@ -13,6 +13,15 @@ from catalog.queries.compare import (  # noqa: F401
     same_string_status_query,
     shared_strings_query,
 )
+from catalog.queries.detection import (  # noqa: F401
+    BUDGET_ORDER,
+    EvaluationRun,
+    MissedToken,
+    evaluation_query,
+    evaluation_rows,
+    latest_evaluation,
+    missed_tokens,
+)
 from catalog.queries.nokens import (  # noqa: F401
     NokenGeneratorRow,
     NokenRunRow,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from catalog.keys import readable_text
 from catalog.queries.runs import require_run
 from catalog.schema import (
     IndicatorPrecision,
@@ -29,6 +30,11 @@ class TokenVerdictRow:
     n_probes: int
     n_passed: int
     failure_category: str | None
+    raw_bytes: bytes | None
+
+    @property
+    def readable(self) -> str:
+        return readable_text(self.raw_bytes, self.piece)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ def token_verdicts(session: Session, model_name: str, verdict: str | None = None
             TokenVerdict.n_probes,
             TokenVerdict.n_passed,
             TokenVerdict.failure_category,
+            Token.raw_bytes,
         )
         .join(Token, (Token.tokenizer_id == TokenVerdict.tokenizer_id) & (Token.token_id == TokenVerdict.token_id))
         .where(TokenVerdict.run_id == run_id)

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Select, case, false, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from catalog.database import CatalogError
-from catalog.keys import norm_key
+from catalog.keys import norm_key, readable_text
 from catalog.queries.runs import latest_runs, require_run
 from catalog.schema import (
     Cluster,
@@ -40,6 +40,11 @@ class AnomalousToken:
     unused_cos: float
     anomaly_score: float
     anomaly_rank: int
+    raw_bytes: bytes | None
+
+    @property
+    def readable(self) -> str:
+        return readable_text(self.raw_bytes, self.piece)
 
 
 def top_anomalous_query(run_id: int, by: str = "anomaly_score", include_special: bool = False) -> Select:
@@ -57,6 +62,7 @@ def top_anomalous_query(run_id: int, by: str = "anomaly_score", include_special:
             EmbeddingStat.unused_cos,
             EmbeddingStat.anomaly_score,
             EmbeddingStat.anomaly_rank,
+            Token.raw_bytes,
         )
         .join(Token, (Token.tokenizer_id == EmbeddingStat.tokenizer_id) & (Token.token_id == EmbeddingStat.token_id))
         .join(Model, Model.id == EmbeddingStat.model_id)
@@ -219,6 +225,7 @@ def scatter_sample_query(stats_run_id: int, n_top: int, stride: int) -> Select:
             EmbeddingStat.centroid_dist,
             EmbeddingStat.unused_cos,
             EmbeddingStat.anomaly_rank,
+            Token.raw_bytes,
         )
         .join(Token, (Token.tokenizer_id == EmbeddingStat.tokenizer_id) & (Token.token_id == EmbeddingStat.token_id))
         .where(

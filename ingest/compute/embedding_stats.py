@@ -18,7 +18,6 @@ Indicators (all stored; "pct" = percentile, 1.0 = most anomalous):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,10 +28,8 @@ from sklearn.cluster import MiniBatchKMeans
 from torch import Tensor
 
 from ingest.compute.batching import AdaptiveBatches
+from ingest.compute.tokenizer_facts import PLACEHOLDER_PIECE
 
-UNUSED_PIECE = re.compile(
-    r"^(<unused\d+>|\[unused\d+\]|<\|reserved_special_token_\d+\|>|<\|reserved_\d+\|>|<extra_id_\d+>|<\|unused_\d+\|>)$"
-)
 # Bytes that never occur in valid UTF-8: a token for one of them cannot appear in UTF-8 training text.
 IMPOSSIBLE_UTF8_BYTES = frozenset([0xC0, 0xC1, *range(0xF5, 0x100)])
 
@@ -87,7 +84,7 @@ def reference_unused_ids(
     unreachable tokens are unused by construction. An empty result means the
     caller falls back to :func:`centroid_bootstrap_rows`.
     """
-    placeholders = [t for t, piece in zip(token_ids, pieces) if UNUSED_PIECE.match(piece)]
+    placeholders = [t for t, piece in zip(token_ids, pieces) if PLACEHOLDER_PIECE.match(piece)]
     if placeholders:
         return placeholders, "placeholder pieces (<unusedN>, [unusedN], reserved specials)"
     impossible = {t for t, data in zip(token_ids, raw_bytes) if data is not None and len(data) == 1 and data[0] in IMPOSSIBLE_UTF8_BYTES}
@@ -261,3 +258,38 @@ def compute_embedding_stats(
         n_reference=int(reference_rows.numel()),
         bootstrapped_reference=bootstrapped,
     )
+
+
+def head_projection_score(unembed: Tensor, n_directions: int, *, device: str = "cpu") -> Tensor:
+    """Inference-free LM-head indicator: how little of each centred row lies in the head's leading singular directions.
+
+    Rows that training never reached keep (near) their initial vector plus the
+    shared push every unseen token's logit gets, so they carry little energy in
+    the directions real hidden states read; the score is minus the norm of the
+    centred row's projection on the ``n_directions`` leading right singular
+    vectors, scaled by the typical such norm.  unembed [d_vocab, d_model] -> [d_vocab]; higher = more anomalous.
+    """
+    rows = unembed.to(device=device, dtype=torch.float32)
+    centred = rows - rows.mean(0, keepdim=True)
+    _, _, right = torch.linalg.svd(centred, full_matrices=False)  # right [d_model, d_model], rows = directions
+    projected = (centred @ right[:n_directions].T).norm(dim=1)  # [d_vocab]
+    return (-projected / projected.median().clamp_min(1e-12)).cpu()
+
+
+def identical_row_counts(matrix: Tensor, tolerance: float, *, device: str = "cpu") -> Tensor:
+    """For each row, how many *other* rows hold the same vector within ``tolerance`` x the matrix's RMS value.
+
+    Untrained rows often keep one shared initial vector (or a quantiser maps them to
+    one); rounding every value to the step makes near-identical rows identical,
+    and two random projections of the rounded rows (float64: exact for these
+    integers' sums at these sizes, collisions of different rows improbable) key
+    the groups.  matrix [n, d] -> [n] int64; higher = more anomalous.
+    """
+    values = matrix.to(device=device, dtype=torch.float32)
+    step = tolerance * values.pow(2).mean().sqrt().clamp_min(1e-30)
+    rounded = torch.round(values / step).double()  # [n, d]
+    generator = torch.Generator().manual_seed(0)
+    projections = torch.rand(values.shape[1], 2, generator=generator, dtype=torch.float64).to(device)  # [d, 2]
+    keys = rounded @ projections  # [n, 2]
+    _, inverse, counts = torch.unique(keys, dim=0, return_inverse=True, return_counts=True)
+    return (counts[inverse] - 1).cpu()

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from transformers import DynamicCache
 
 from catalog.database import CatalogError
 from ingest.compute.batching import AdaptiveBatches
@@ -82,8 +83,39 @@ TEMPLATES: tuple[Template, ...] = (
         "Plain continuation (no instruction) of a comma-separated repetition of the token.",
     ),
 )
-TEMPLATES_BY_NAME = {t.name: t for t in TEMPLATES}
+
+# Magikarp-compatible verification (Land & Bartolo 2024, cohere-ai/magikarp): their three prompts, token
+# inserted by id at every slot, three greedy tokens, verified when the target's probability stays below
+# 0.01 in all three, so counts compare with their published tables. The prompts' wording is theirs.
+MAGIKARP_ECHO_PAIR = "\nInput: ««TOKEN»»\nOutput: ««TOKEN»»"
+MAGIKARP_TEMPLATES: tuple[Template, ...] = (
+    Template(
+        "magikarp_input_output", 1, "repeat", False,
+        "This device repeats its input exactly, as shown in these 100 identical trials."
+        + MAGIKARP_ECHO_PAIR * 20 + "\nInput: ««TOKEN»»\nOutput: «", "", 3,
+        "Magikarp's 20-shot echo: the token as input and output twenty times, then as input.",
+    ),
+    Template(
+        "magikarp_assistant_explain", 1, "meaning", False,
+        "This helpful assistant explains what a phrase means, replying with identical responses to identical questions for reliability."
+        "\nUser: What does 'edslfkj' mean?\nAssistant: 'edslfkj' has no specific meaning I am aware of."
+        "\nUser: what does '«TOKEN»' mean?\nAssistant: '", "", 3,
+        "Magikarp's 'what does X mean', after one worked example; the answer opens by quoting the token.",
+    ),
+    Template(
+        "magikarp_repeats", 1, "continue", False,
+        "Below is the output, as you can see it's just giving the same phrase repeated indefinitely:\n" + PLACEHOLDER * 101, "", 3,
+        "Magikarp's repetition: the token 101 times in a row, to be continued.",
+    ),
+)
+TEMPLATES_BY_NAME = {t.name: t for t in TEMPLATES + MAGIKARP_TEMPLATES}
 SWEEP_TEMPLATES = ("echo_fewshot", "continue_list")
+# Named template sets (`glitchdex probe --template-set`): the default candidate set, the sweep set, Magikarp's.
+TEMPLATE_SETS = {
+    "default": tuple(t.name for t in TEMPLATES),
+    "sweep": SWEEP_TEMPLATES,
+    "magikarp": tuple(t.name for t in MAGIKARP_TEMPLATES),
+}
 
 
 def templates_named(names: Sequence[str]) -> list[Template]:
@@ -357,10 +389,23 @@ def generate_probes(
 
 
 @torch.no_grad()
-def prefix_cache(model: torch.nn.Module, prompt: Prompt, device: str) -> Any:
+def prefix_cache(model: torch.nn.Module, prompt: Prompt, device: str) -> DynamicCache:
     """KV cache of the prompt text before the first placeholder, for a batch of one."""
     prefix = torch.tensor([prompt.prefix], device=device)
-    return model(input_ids=prefix, use_cache=True).past_key_values
+    return model(input_ids=prefix, use_cache=True).cache
+
+
+def batch_cache(prefix: DynamicCache, batch: int) -> DynamicCache:
+    """The prefix cache for ``batch`` rows as expanded views, copied once when the tail is appended.
+
+    A deep copy of the batch-of-one cache keeps each layer's kind and its count of
+    positions seen (a sliding-window layer holds fewer than it has seen).
+    """
+    cache = copy.deepcopy(prefix)
+    for layer in cache.layers:
+        layer.keys = layer.keys.expand(batch, -1, -1, -1)  # [batch, kv_heads, cached, head_dim]
+        layer.values = layer.values.expand(batch, -1, -1, -1)
+    return cache
 
 
 @torch.no_grad()
@@ -368,20 +413,23 @@ def sweep_probes(
     model: torch.nn.Module,
     tokenizer: Any,
     prompt: Prompt,
-    cache: Any,
+    prefix: DynamicCache,
     token_ids: Sequence[int],
     *,
     positions: int,
     device: str,
 ) -> list[ProbeRecord]:
-    """Probe a batch of tokens with one template, reusing the prefix ``cache`` and computing last-position logits only."""
-    batch_cache = copy.deepcopy(cache)
-    batch_cache.batch_repeat_interleave(len(token_ids))
+    """Probe a batch of tokens with one template, reusing the ``prefix`` cache and computing last-position logits only.
+
+    The first forward runs the tail (token and the text after it) of every row at
+    once; each further greedy step runs one position per row.
+    """
+    cache = batch_cache(prefix, len(token_ids))
     target = torch.tensor(list(token_ids), dtype=torch.long, device=device)
     step_input = prompt.tail_ids(target)  # [batch, tail_len]
     steps_logits, generated = [], []
     for _ in range(positions):
-        logits = model(input_ids=step_input, past_key_values=batch_cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # [batch, d_vocab]
         steps_logits.append(logits)
         step_input = logits.argmax(-1, keepdim=True)  # [batch, 1]
         generated.append(step_input)
@@ -407,7 +455,7 @@ class Prober:
         self.positions, self.device = positions, device
         self.batches = AdaptiveBatches(batch_size, device)  # halves on out-of-memory; .batch_size is the size in use
         self.prompts = {t.name: render_prompt(tokenizer, t) for t in templates}
-        self._caches: dict[str, Any] = {}
+        self._caches: dict[str, DynamicCache] = {}
 
     def run(self, pairs: Sequence[tuple[int, Template]], insertion: Insertion | None = None, keep_first_step: bool = False) -> list[ProbeRecord]:
         """Probe every pair; with ``insertion`` (candidate mode only), pair i's slots hold ``insertion.vectors[i]``."""
@@ -439,3 +487,17 @@ class Prober:
                 token_ids,
             )
         return records
+
+
+# One short forward per token: the first-forward indicator (not a verification template).
+FIRST_FORWARD = Template(
+    "first_forward", 1, "repeat", False, "Repeat:«TOKEN»", "", 1,
+    "The token shown once; the probability that it comes next again is the first-forward indicator.",
+)
+
+
+def first_forward_scores(model: torch.nn.Module, tokenizer: Any, token_ids: Sequence[int], *, batch_size: int, device: str) -> Tensor:
+    """-log p(token next | 'Repeat:' token): one forward of the tail per token, the prefix cached.  [n] ids -> [n]; higher = more anomalous."""
+    prober = Prober(model, tokenizer, [FIRST_FORWARD], mode="sweep", positions=1, batch_size=batch_size, device=device)
+    records = prober.run([(token_id, FIRST_FORWARD) for token_id in token_ids])
+    return -torch.tensor([r.position_probs[0] for r in records], dtype=torch.float64).clamp_min(1e-300).log()

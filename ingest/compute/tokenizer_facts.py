@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -23,7 +24,12 @@ from tqdm.auto import tqdm
 from catalog.keys import norm_key
 from ingest.load.vocabulary import BYTE_FALLBACK, Vocabulary
 
-CATEGORY_ORDER = ("special", "partial_utf8", "byte", "unreachable", "whitespace", "normal")
+# Placeholders come first: reserved specials are special too, and '<unused12>' is often unreachable, but they
+# are the unused-token indicator's reference, never findings, so evaluations keep them out of recall.
+CATEGORY_ORDER = ("placeholder", "special", "partial_utf8", "byte", "unreachable", "whitespace", "normal")
+PLACEHOLDER_PIECE = re.compile(
+    r"^(<unused\d+>|\[unused\d+\]|<\|reserved_special_token_\d+\|>|<\|reserved_\d+\|>|<extra_id_\d+>|<\|unused_\d+\|>)$"
+)
 _SCRIPT_ALIASES = {"CJK": "Han", "HALFWIDTH": "Katakana", "FULLWIDTH": "Latin"}
 ENCODE_BATCH = 8192
 
@@ -58,8 +64,8 @@ def dominant_script(text: str) -> str:
     return "Mixed"
 
 
-def category(special: bool, partial: bool, byte: bool, unreachable: bool, whitespace: bool) -> str:
-    flags = (special, partial, byte, unreachable, whitespace, True)
+def category(placeholder: bool, special: bool, partial: bool, byte: bool, unreachable: bool, whitespace: bool) -> str:
+    flags = (placeholder, special, partial, byte, unreachable, whitespace, True)
     return next(name for name, flag in zip(CATEGORY_ORDER, flags) if flag)
 
 
@@ -121,7 +127,8 @@ def compute_token_facts(vocabulary: Vocabulary, show_progress: bool = False) -> 
         columns["n_bytes"].append(len(data))
         columns["n_chars"].append(len(text))
         columns["script"].append(dominant_script(text) if not sp else "Common")
-        columns["category"].append(category(sp, pa, byte, unreachable, whitespace))
+        placeholder = PLACEHOLDER_PIECE.match(vocabulary.piece(token_id)) is not None
+        columns["category"].append(category(placeholder, sp, pa, byte, unreachable, whitespace))
     return columns
 
 

@@ -14,7 +14,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 from sqlalchemy.exc import OperationalError
@@ -35,9 +35,12 @@ from catalog.database import (
 )
 from catalog.queries import (
     RANKINGS,
+    evaluation_rows,
     find_model,
     indicator_precision,
+    latest_evaluation,
     list_models,
+    missed_tokens,
     noken_summary,
     noken_transcripts,
     probe_transcripts,
@@ -50,7 +53,7 @@ from catalog.queries.exports import TokenSelection
 from catalog.schema import IngestRun
 from ingest.compute.embedding_stats import StatsParams
 from ingest.compute.nokens import GENERATORS, GeneratorParams
-from ingest.compute.probes import INSERTION_MODES, MODES, TEMPLATES_BY_NAME
+from ingest.compute.probes import INSERTION_MODES, MODES, TEMPLATE_SETS, TEMPLATES_BY_NAME
 from ingest.compute.prompts import METHODS, SearchParams
 from ingest.compute.tokenizer_facts import CATEGORY_ORDER
 from ingest.compute.verdicts import VERDICTS, Thresholds
@@ -191,7 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default="candidates", help="candidates: top N per indicator + controls (CPU); sweep: every token (GPU)")
     p.add_argument("--top", type=int, default=200, help="candidates per indicator")
     p.add_argument("--controls", type=int, default=50, help="random normal tokens probed as a control sample")
-    p.add_argument("--templates", help=f"comma-separated subset of {','.join(TEMPLATES_BY_NAME)} (default: all; sweep: echo_fewshot,continue_list)")
+    p.add_argument("--templates", help=f"comma-separated subset of {','.join(TEMPLATES_BY_NAME)} (default: the template set)")
+    p.add_argument(
+        "--template-set", choices=TEMPLATE_SETS, help="named templates: default (candidates), sweep, magikarp (Magikarp-compatible verification)"
+    )
     p.add_argument("--batch-size", type=int, help="probes per forward batch (default 32; sweep 256)")
     p.add_argument("--positions", type=int, default=3, help="generated positions at which the target's probability is read")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
@@ -201,8 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verified-below", type=float, default=Thresholds.verified_below, help="verified if the target probability stays below this")
     p.add_argument("--weak-below", type=float, default=Thresholds.weak_below, help="weakly verified below this")
     p.add_argument("--limit", type=int, help="sweep: only the first N token ids")
+    p.add_argument("--sample", type=int, help="sweep: a seeded uniform random sample of N token ids (plus the controls) instead of all")
     p.add_argument("--force", action="store_true", help="probe again even if a run with these parameters succeeded")
     p.set_defaults(handler=cmd_probe)
+
+    p = commands.add_parser("evaluate", help="how much of the latest sweep's verified tokens each indicator finds (writes the evaluation table)")
+    p.add_argument("spec", help="the model's spec, as given to `glitchdex ingest`")
+    p.add_argument("--device", default="cpu", help="torch device for the weight-derived indicators and first-forward pass")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="model dtype of the first-forward pass")
+    p.add_argument("--batch-size", type=int, default=256, help="first-forward tokens per batch")
+    p.add_argument("--no-first-forward", action="store_true", help="skip the first-forward indicator (one forward per ranked token)")
+    p.add_argument("--missed", type=int, default=20, help="list this many verified tokens that every indicator misses at 2%%")
+    p.add_argument("--force", action="store_true", help="evaluate again even if a run with these parameters succeeded")
+    p.set_defaults(handler=cmd_evaluate)
 
     p = commands.add_parser("verdicts", help="probe verdicts of a model, or the transcripts of one token")
     p.add_argument("model", help="model id, name, spec or unique name fragment")
@@ -334,12 +351,20 @@ def _print_top(engine, model: str, limit: int, by: str, include_special: bool) -
         print("no tokens")
         return
     print(f"top {len(rows)} anomalous tokens of {rows[0].model} (by {by}):")
-    print(f"{'rank':>6} {'id':>7}  {'category':<12} {'norm':>7} {'centroid':>8} {'unused_cos':>10}  piece")
+    print(f"{'rank':>6} {'id':>7}  {'category':<12} {'norm':>7} {'centroid':>8} {'unused_cos':>10}  text")
     for row in rows:
         print(
             f"{row.anomaly_rank:>6} {row.token_id:>7}  {row.category:<12} {row.embed_norm:>7.3f} "
-            f"{row.centroid_dist:>8.3f} {row.unused_cos:>10.3f}  {row.piece!r}"
+            f"{row.centroid_dist:>8.3f} {row.unused_cos:>10.3f}  {_quoted(row.readable)}"
         )
+
+
+# Line breaks escaped so a token stays on its row; readable_text already escaped partial characters.
+LINE_ESCAPES = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _quoted(text: str) -> str:
+    return f"'{text.translate(LINE_ESCAPES)}'"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -516,9 +541,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     with session_factory(engine)() as session:
         require_embedding_stats(session, args.spec)  # fail before spending a minute loading weights
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.device.startswith("cuda") else "float32")
+    named = _names(args.templates, ()) or (TEMPLATE_SETS[args.template_set] if args.template_set else ())
     options = {
         "mode": args.mode,
-        "templates": _names(args.templates, ()) or None,
+        "templates": named or None,
         "top": args.top,
         "controls": args.controls,
         "seed": args.seed,
@@ -527,6 +553,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         "dtype": dtype,
         "determinism_sample": args.determinism,
         "sweep_limit": args.limit,
+        "sweep_sample": args.sample,
         "thresholds": {"verified_below": args.verified_below, "weak_below": args.weak_below},
     }
     params = PROBES.build(given(options))
@@ -550,6 +577,53 @@ def _print_verdict_summary(engine, model: str) -> None:
         print(f"{row.indicator:<14} {row.n_selected:>8} {row.n_tested:>6} {row.n_verified:>8} {row.n_weakly_verified:>5} {shown:>9}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from ingest.load.models import load
+    from ingest.stages.evaluation import EVALUATION, require_sweep_run
+
+    engine = make_engine(args.db)
+    ensure_schema(engine)
+    with session_factory(engine)() as session:
+        require_sweep_run(session, args.spec)  # fail before spending a minute loading weights
+    loaded = load(args.spec, dtype=getattr(torch, args.dtype), device=args.device)
+    params = EVALUATION.build({"first_forward": not args.no_first_forward, "batch_size": args.batch_size})
+    result = run_stage(engine, EVALUATION, params, loaded=loaded, device=args.device, force=args.force)
+    _print_stage_results([result])
+    _print_evaluation(engine, str(loaded.name), args.missed)
+    return 0
+
+
+def _print_evaluation(engine, model: str, n_missed: int) -> None:
+    with session_factory(engine)() as session:
+        run = latest_evaluation(session, model)
+        rows = evaluation_rows(session, run.run_id)
+        missed = missed_tokens(session, run)
+    by_indicator: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        by_indicator.setdefault(row.indicator, {})[row.budget] = row
+    first = rows[0]
+    kind = "a seeded sample (95% Wilson intervals in the table)" if run.params["sampled"] else "the whole vocabulary"
+    print(f"{run.model}: {first.n_truth} verified of {first.n_ranked} ranked tokens ({kind}), probes run {run.probes_run_id}")
+    print(f"{'indicator':<26} {'R-prec':>6} {'AP':>6} {'P@2%':>6} {'R@2%':>6} {'P@10%':>6} {'R@10%':>6}")
+    for name, budgets in sorted(by_indicator.items(), key=lambda item: -(item[1]["10%"].recall or 0.0)):
+        r, two, ten = budgets.get("R"), budgets["2%"], budgets["10%"]
+        print(
+            f"{name[:26]:<26} {_figure(r.precision if r else None):>6} {_figure(two.average_precision):>6} {_figure(two.precision):>6} "
+            f"{_figure(two.recall):>6} {_figure(ten.precision):>6} {_figure(ten.recall):>6}"
+        )
+    print(run.statement)
+    print(f"best indicator (R-precision): {run.params['best_indicator']}")
+    print(f"{len(missed)} verified tokens no indicator ranks within 2%; the first {min(n_missed, len(missed))}:")
+    for token in missed[:n_missed]:
+        print(f"  {token.token_id:>7}  {token.category:<12} p={_figure(token.max_target_prob, '.4f')}  {_quoted(token.readable)}")
+
+
+def _figure(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def cmd_verdicts(args: argparse.Namespace) -> int:
     engine = make_engine(args.db)
     ensure_schema(engine)
@@ -566,12 +640,12 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
     if not rows:
         print("no verdicts")
         return 0
-    print(f"{'id':>7}  {'verdict':<15} {'max_p':>7} {'passed':>6}  {'failure':<14} {'selected_by':<28} piece")
+    print(f"{'id':>7}  {'verdict':<15} {'max_p':>7} {'passed':>6}  {'failure':<14} {'selected_by':<28} text")
     for row in rows:
         max_p = "-" if row.max_target_prob is None else f"{row.max_target_prob:.4f}"
         print(
             f"{row.token_id:>7}  {row.verdict:<15} {max_p:>7} {row.n_passed:>2}/{row.n_probes:<3}  "
-            f"{(row.failure_category or '-'):<14} {row.selected_by[:28]:<28} {row.piece!r}"
+            f"{(row.failure_category or '-'):<14} {row.selected_by[:28]:<28} {_quoted(row.readable)}"
         )
     return 0
 

@@ -9,12 +9,13 @@ from typing import Any
 from catalog.database import CatalogError
 from ingest.stages.base import Stage
 from ingest.stages.embedding_stats import EMBEDDING_STATS
+from ingest.stages.evaluation import EVALUATION
 from ingest.stages.nokens import NOKENS
 from ingest.stages.probes import PROBES
 from ingest.stages.prompts import PROMPTS
 
 TOKENIZER_FACTS = "tokenizer_facts"
-STAGES: dict[str, Stage] = {stage.name: stage for stage in (EMBEDDING_STATS, PROBES, PROMPTS, NOKENS)}
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (EMBEDDING_STATS, PROBES, PROMPTS, NOKENS, EVALUATION)}
 STAGE_NAMES = (TOKENIZER_FACTS, *STAGES)
 
 

@@ -53,6 +53,7 @@ class ProbeParams:
     dtype: str = "float32"
     determinism_sample: int = 4
     sweep_limit: int | None = None  # sweep only the first N token ids (benchmarks, tests)
+    sweep_sample: int | None = None  # sweep a seeded uniform random sample of N token ids instead of all (large vocabularies)
     thresholds: Thresholds = field(default_factory=Thresholds)
 
     @classmethod
@@ -169,6 +170,9 @@ def select_tokens(conn: Connection, params: ProbeParams, stats_run: int, tokeniz
     if params.mode == "sweep":
         every = conn.scalars(select(Token.token_id).where(Token.tokenizer_id == tokenizer_id).order_by(Token.token_id)).all()
         every = every[: params.sweep_limit] if params.sweep_limit is not None else every
+        if params.sweep_sample is not None:
+            # Controls stay in, so the control floor is measured on the same run.
+            every = sorted(set(random.Random(params.seed).sample(every, min(params.sweep_sample, len(every)))) | set(controls))
         selected_by = {token_id: ",".join(reasons.get(token_id, [SWEEP])) for token_id in every}
     else:
         selected_by = {token_id: ",".join(why) for token_id, why in reasons.items()}

@@ -174,3 +174,15 @@ def test_a_different_vector_in_the_slot_changes_the_output(smollm2):
 def test_decoder_layers_and_embedding_scale_of_smollm2(smollm2):
     assert len(decoder_layers(smollm2.model)) == smollm2.model.config.num_hidden_layers == 30
     assert embedding_scale(smollm2.model) == 1.0
+
+
+def test_magikarp_templates_put_the_token_in_every_slot_of_their_prompts(smollm2):
+    from ingest.compute.probes import MAGIKARP_TEMPLATES, TEMPLATE_SETS
+
+    assert TEMPLATE_SETS["magikarp"] == tuple(t.name for t in MAGIKARP_TEMPLATES)
+    prompts = {t.name: render_prompt(smollm2.tokenizer, t) for t in MAGIKARP_TEMPLATES}
+    token = UNDERTRAINED["kinesisfirehose"]
+    assert [prompts[name].ids(token).count(token) for name in TEMPLATE_SETS["magikarp"]] == [41, 1, 101]
+    echo = smollm2.tokenizer.decode(prompts["magikarp_input_output"].ids(smollm2.tokenizer.convert_tokens_to_ids("Ġcat")))
+    assert echo.endswith("Input: « cat»\nOutput: «") and echo.count("Output: « cat»") == 20
+    assert all(t.max_new_tokens == 3 and not t.chat for t in MAGIKARP_TEMPLATES)

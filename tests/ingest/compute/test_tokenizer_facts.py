@@ -48,7 +48,7 @@ def test_wordpiece_continuations_and_case():
     assert not facts["##ing"]["is_unreachable"] and facts["##ing"]["text"] == "ing"
     assert facts["Cat"]["is_unreachable"] and facts["Cat"]["unreachable_kind"] == "single"
     assert facts["Cat"]["reencoded_ids"] == str(vocab["cat"])
-    assert facts["[unused0]"]["is_unreachable"]
+    assert facts["[unused0]"]["is_unreachable"] and facts["[unused0]"]["category"] == "placeholder"  # a reference, not a finding
     assert facts["cat"]["category"] == "normal"
 
 
@@ -73,7 +73,8 @@ def test_dominant_script(text, script):
 
 
 def test_category_precedence():
-    assert category(True, True, True, True, True) == "special"
-    assert category(False, True, True, False, False) == "partial_utf8"
-    assert category(False, False, False, True, True) == "unreachable"
-    assert category(False, False, False, False, False) == "normal"
+    assert category(True, True, True, True, True, True) == "placeholder"
+    assert category(False, True, True, True, True, True) == "special"
+    assert category(False, False, True, True, False, False) == "partial_utf8"
+    assert category(False, False, False, False, True, True) == "unreachable"
+    assert category(False, False, False, False, False, False) == "normal"

@@ -52,7 +52,7 @@ def test_fail_on_verified_gates_on_real_verdicts(capsys, smollm2_probed, verifie
     assert code == 0, out
     assert "anomalous tokens (top 200 of the anomaly ranking, not verified): 0 distinct" in out
     assert "6 records" in out and "verified glitch tokens: 0 distinct" in out
-    assert f"'<|im_end|>'" in out and f"{text}:2" in out  # a special token's text in plain data
+    assert "'<|im_end|>'" in out and f"{text}:2" in out  # a special token's text in plain data
 
     glitch_text = glitch.piece.replace("Ġ", " ")
     dirty = write_jsonl(tmp_path / "dirty.jsonl", ["fine", f"call{glitch_text} twice:{glitch_text}"])

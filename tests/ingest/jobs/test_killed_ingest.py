@@ -26,8 +26,8 @@ from ingest.jobs.claims import claim, unit_claim_name
 from ingest.jobs.cli import main
 from ingest.jobs.reingest import EXIT_OK, reingest_registry
 from ingest.jobs.runner import run_stage
-from ingest.stages.probes import PROBES as PROBES_STAGE
 from ingest.jobs.status import status_table
+from ingest.stages.probes import PROBES as PROBES_STAGE
 from ingest.stages.probes import ProbeParams
 from tests.conftest import SMOLLM2, fresh_database
 

@@ -13,12 +13,12 @@ from catalog.database import CatalogError, make_engine
 from catalog.queries import noken_runs, noken_summary, noken_transcripts
 from catalog.readonly import run_readonly_sql
 from catalog.schema import IngestRun, Model, Noken, NokenNeighbor, NokenProbeResult, ProbeResult, ProbeTemplate, Token, TokenVerdict
-from ingest.stages import nokens as noken_stage
 from ingest.compute.nokens import GeneratorParams, generate, vector_from_bytes
 from ingest.compute.probes import Prober, templates_named
 from ingest.jobs.cli import main
-from ingest.stages.nokens import NOKENS, NokenParams, build_space, token_groups
 from ingest.jobs.runner import run_stage
+from ingest.stages import nokens as noken_stage
+from ingest.stages.nokens import NOKENS, NokenParams, build_space, token_groups
 from ingest.stages.probes import PROBES, ProbeParams
 from tests.conftest import SMOLLM2, fresh_database, reader_url
 

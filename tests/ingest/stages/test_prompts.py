@@ -17,8 +17,8 @@ from ingest.compute import prompts as prompt_compute
 from ingest.compute.prompts import PromptLM, SearchParams, ban_rules, continuous_search, gcg_search, score_targets
 from ingest.jobs.cli import main
 from ingest.jobs.pipeline import ingest
-from ingest.load.models import LoadedModel
 from ingest.jobs.runner import run_stage
+from ingest.load.models import LoadedModel
 from ingest.stages.prompts import PROMPTS, PromptParams, catalog_ban_rules, special_prefix_ids
 from tests.conftest import SMOLLM2, fresh_database
 

@@ -1,0 +1,297 @@
+"""The ``evaluation`` stage: how much of a model's behavioural truth each indicator finds.
+
+The truth is the latest sweep probes run (the whole vocabulary, or a seeded
+sample with ``--sample``): its verified tokens. Every indicator ranks the same
+tokens, those probed that are neither special nor placeholders:
+
+- each embedding statistic of the latest embedding_stats run;
+- the new indicators, computed here from the weights and stored in
+  ``token_indicator``: ``head_projection`` (LM head alone), ``identical_rows``
+  (tokens sharing one embedding or unembedding row) and ``first_forward``
+  (one forward per ranked token);
+- each tokenizer category, as a yes/no score.
+
+Rows of ``evaluation`` hold precision, recall and F1 at each budget, R-precision
+and average precision, and ``any_indicator`` (the union of every indicator's
+candidates: what none of them finds). The run's params hold the calibration: the
+share of control tokens the truth also calls verified, per template and overall,
+the verified count as excess over that floor, and a plain statement of whether
+the truth separates glitch tokens from ordinary ones on this model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+from torch import Tensor
+
+from catalog.database import CatalogError, bulk_insert
+from catalog.queries import require_run
+from catalog.schema import EmbeddingStat, Evaluation, IngestRun, ProbeResult, ProbeTemplate, Token, TokenIndicator, TokenVerdict
+from ingest.compute.embedding_stats import head_projection_score, identical_row_counts
+from ingest.compute.evaluation import (
+    BUDGETS,
+    R_PRECISION,
+    Calibration,
+    IndicatorFigures,
+    budget_size,
+    calibrate,
+    candidates_at,
+    evaluate_indicator,
+    union_figures,
+    wilson_interval,
+)
+from ingest.compute.probes import first_forward_scores
+from ingest.load.models import LoadedModel, is_causal_lm
+from ingest.stages.base import Unit, build_params
+from ingest.stages.probes import CONTROL
+from ingest.stages.runs import ResumableWork
+
+STAGE = "evaluation"
+NOT_RANKED = ("special", "placeholder")  # the indicators' reference or no token at all: never counted as findings
+TRUTH_VERDICT = "verified"
+CALIBRATION_BUDGET = 0.02
+# Embedding statistics as scores, higher = more anomalous (low norms and nearness to the centroid are anomalous).
+STAT_SCORES = {
+    "anomaly_score": (EmbeddingStat.anomaly_score, 1.0),
+    "unused_cos": (EmbeddingStat.unused_cos, 1.0),
+    "embed_norm": (EmbeddingStat.embed_norm, -1.0),
+    "unembed_norm": (EmbeddingStat.unembed_norm, -1.0),
+    "centroid_dist": (EmbeddingStat.centroid_dist, -1.0),
+    "centroid_cos": (EmbeddingStat.centroid_cos, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class EvaluationParams:
+    budgets: tuple[float, ...] = BUDGETS
+    head_directions: int = 16  # leading singular directions of head_projection
+    identical_tolerance: float = 1e-3  # identical_rows: rows equal after rounding to this x the matrix RMS
+    first_forward: bool = True  # one forward per ranked token (causal LMs)
+    batch_size: int = 256
+
+
+@dataclass
+class Truth:
+    """The ranked tokens and their verdicts, from the probes run."""
+
+    token_ids: Tensor  # [n] ranked token ids, ascending
+    verified: Tensor  # [n] bool
+    controls: list[int]  # control tokens of the probes run (ranked or not)
+    control_verified: list[bool]
+    sampled: bool  # a seeded sample, not the whole vocabulary: figures are estimates with intervals
+    categories: dict[int, str]  # every token's category
+
+
+def require_sweep_run(session: Session, model_name: str) -> int:
+    """The model's latest probes run, which must be a sweep (candidate runs rank only the indicators' own tops)."""
+    _, probes_run = require_run(session, model_name, "probes", "has no probes run: run `glitchdex probe {spec} --mode sweep` first")
+    require_sweep(session.connection(), probes_run, model_name)
+    return probes_run
+
+
+def require_sweep(conn: Connection, probes_run: int, model_name: str) -> None:
+    if conn.scalar(select(IngestRun.params).where(IngestRun.id == probes_run)).get("mode") != "sweep":
+        raise CatalogError(
+            f"the latest probes run ({probes_run}) probed candidates only; evaluation needs a sweep: `glitchdex probe {model_name} --mode sweep [--sample N]`"
+        )
+
+
+class EvaluationStage:
+    """One step: rank the truth's tokens by every indicator and write the figures with the run's success."""
+
+    name = STAGE
+    params_type = EvaluationParams
+    tables = (Evaluation.__table__, TokenIndicator.__table__)
+    needs_weights = True
+    uses_gpu = True
+
+    def build(self, values: Mapping[str, Any]) -> EvaluationParams:
+        return build_params(EvaluationParams, values)
+
+    def depends_on(self, params: EvaluationParams) -> tuple[str, ...]:
+        return ("embedding_stats", "probes")
+
+    def run_params(self, params: EvaluationParams) -> dict[str, Any]:
+        return {**dataclasses.asdict(params), "budgets": list(params.budgets)}
+
+    def prepare(self, unit: Unit, params: EvaluationParams) -> ResumableWork:
+        stats_run, probes_run = unit.upstream["embedding_stats"], unit.upstream["probes"]
+        with unit.engine.connect() as conn:
+            require_sweep(conn, probes_run, str(unit.model_id))
+        evaluation = _Evaluation(unit.loaded, params, unit.model_id, unit.tokenizer_id, stats_run, probes_run, unit.device)
+        return ResumableWork(finish=lambda conn, run_id, _params: evaluation.write(conn, run_id))
+
+
+EVALUATION = EvaluationStage()
+
+
+class _Evaluation:
+    def __init__(self, loaded: LoadedModel, params: EvaluationParams, model_id: int, tokenizer_id: int, stats_run: int, probes_run: int, device: str):
+        self.loaded, self.params, self.device = loaded, params, device
+        self.model_id, self.tokenizer_id, self.stats_run, self.probes_run = model_id, tokenizer_id, stats_run, probes_run
+
+    def write(self, conn: Connection, run_id: int) -> tuple[int, dict[str, Any]]:
+        truth = self._truth(conn)
+        if not len(truth.token_ids):
+            raise CatalogError(f"probes run {self.probes_run} has no rankable tokens (all special, placeholder or untested)")
+        new_indicators = self._new_indicators(truth.token_ids, max(truth.categories) + 1)
+        indicator_rows = self._token_indicator_rows(run_id, new_indicators, truth.categories)
+        scores = {**self._stat_scores(conn, truth.token_ids), **{name: values[truth.token_ids] for name, values in new_indicators.items()}}
+        scores = {name: values.float() for name, values in scores.items()}
+        scores.update(self._category_scores(truth))
+        figures = [evaluate_indicator(name, values, truth.verified, truth.token_ids, self.params.budgets) for name, values in scores.items()]
+        union, missed = union_figures(scores, truth.verified, truth.token_ids, self.params.budgets)
+        rows = [row for f in [*figures, union] for row in self._evaluation_rows(run_id, f, truth)]
+        n_rows = bulk_insert(conn, Evaluation.__table__, rows) + bulk_insert(conn, TokenIndicator.__table__, indicator_rows)
+        calibration = self._calibration(conn, truth, figures, scores)
+        extra = {
+            "truth": f"verdict {TRUTH_VERDICT!r} of probes run {self.probes_run} (target probability below the threshold in every target template)",
+            "sampled": truth.sampled,
+            "n_ranked": len(truth.token_ids),
+            "n_truth": int(truth.verified.sum()),
+            "best_indicator": calibration.best_indicator,
+            "calibration": {**dataclasses.asdict(calibration), "statement": calibration.statement},
+            "missed_by_all": {label: ids.tolist() for label, ids in missed.items()},
+        }
+        return n_rows, extra
+
+    # --- inputs ----------------------------------------------------------------------
+
+    def _truth(self, conn: Connection) -> Truth:
+        categories = dict(conn.execute(select(Token.token_id, Token.category).where(Token.tokenizer_id == self.tokenizer_id)).all())
+        verdicts = conn.execute(
+            select(TokenVerdict.token_id, TokenVerdict.verdict, TokenVerdict.selected_by).where(TokenVerdict.run_id == self.probes_run)
+        ).all()
+        probe_params = conn.scalar(select(IngestRun.params).where(IngestRun.id == self.probes_run))
+        sampled = probe_params.get("sweep_sample") is not None or probe_params.get("sweep_limit") is not None
+        controls = [(r.token_id, r.verdict == TRUTH_VERDICT) for r in verdicts if CONTROL in r.selected_by.split(",")]
+        control_ids = {token_id for token_id, _ in controls}
+        ranked = sorted(
+            (r.token_id, r.verdict == TRUTH_VERDICT)
+            for r in verdicts
+            if r.verdict != "untested"
+            and categories[r.token_id] not in NOT_RANKED
+            # A sample's controls were added to it, not drawn: leaving them out keeps the sample uniform.
+            and not (sampled and r.token_id in control_ids)
+        )
+        return Truth(
+            token_ids=torch.tensor([t for t, _ in ranked], dtype=torch.long),
+            verified=torch.tensor([v for _, v in ranked], dtype=torch.bool),
+            controls=[t for t, _ in controls],
+            control_verified=[v for _, v in controls],
+            sampled=sampled,
+            categories=categories,
+        )
+
+    def _stat_scores(self, conn: Connection, token_ids: Tensor) -> dict[str, Tensor]:
+        columns = [column for column, _ in STAT_SCORES.values()]
+        rows = conn.execute(select(EmbeddingStat.token_id, *columns).where(EmbeddingStat.run_id == self.stats_run)).all()
+        by_id = {row[0]: row[1:] for row in rows}
+        scores = {}
+        for i, (name, (_, sign)) in enumerate(STAT_SCORES.items()):
+            values = [by_id[t][i] if t in by_id else None for t in token_ids.tolist()]
+            if all(v is None for v in values):
+                continue  # e.g. unembed_norm of a tied model
+            scores[name] = sign * torch.tensor([float("nan") if v is None else v for v in values], dtype=torch.float64)
+        return scores
+
+    def _category_scores(self, truth: Truth) -> dict[str, Tensor]:
+        ranked = [truth.categories[t] for t in truth.token_ids.tolist()]
+        return {
+            f"category:{name}": torch.tensor([c == name for c in ranked], dtype=torch.float32)
+            for name in sorted(set(ranked) - {"normal"})
+        }
+
+    def _new_indicators(self, ranked_ids: Tensor, n_ids: int) -> dict[str, Tensor]:
+        """Values for token ids below ``n_ids`` (first_forward: NaN outside the ranked tokens).  -> name: [n_vocab]."""
+        embed = self.loaded.input_embeddings()
+        unembed = None if self.loaded.tied_embeddings else self.loaded.output_embeddings()
+        head = unembed if unembed is not None else embed
+        n_vocab = min(embed.shape[0], n_ids)
+        identical = identical_row_counts(embed[:n_vocab], self.params.identical_tolerance, device=self.device)
+        if unembed is not None:
+            identical = torch.maximum(identical, identical_row_counts(unembed[:n_vocab], self.params.identical_tolerance, device=self.device))
+        indicators = {
+            "head_projection": head_projection_score(head[:n_vocab], self.params.head_directions, device=self.device).double(),
+            "identical_rows": identical.double(),
+        }
+        if self.params.first_forward and self.loaded.model is not None and is_causal_lm(self.loaded.config):
+            values = torch.full((n_vocab,), float("nan"), dtype=torch.float64)
+            values[ranked_ids] = first_forward_scores(
+                self.loaded.model, self.loaded.tokenizer, ranked_ids.tolist(), batch_size=self.params.batch_size, device=self.device
+            )
+            indicators["first_forward"] = values
+        return indicators
+
+    # --- outputs ---------------------------------------------------------------------
+
+    def _token_indicator_rows(self, run_id: int, indicators: dict[str, Tensor], catalogued: dict[int, str]) -> list[dict[str, Any]]:
+        rows = []
+        for name, values in indicators.items():
+            known = [t for t in torch.nonzero(~values.isnan()).flatten().tolist() if t in catalogued]
+            listed = values.tolist()
+            rows += [
+                {"run_id": run_id, "indicator": name, "token_id": t, "model_id": self.model_id, "tokenizer_id": self.tokenizer_id, "value": listed[t]}
+                for t in known
+            ]
+        return rows
+
+    def _evaluation_rows(self, run_id: int, figures: IndicatorFigures, truth: Truth) -> list[dict[str, Any]]:
+        n_truth = int(truth.verified.sum())
+        rows = []
+        for row in figures.budgets:
+            precision_ci = wilson_interval(row.n_hits, row.k) if truth.sampled else None
+            recall_ci = wilson_interval(row.n_hits, n_truth) if truth.sampled else None
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "indicator": figures.indicator,
+                    "budget": row.budget,
+                    "model_id": self.model_id,
+                    "probes_run_id": self.probes_run,
+                    "k": row.k,
+                    "n_ranked": len(truth.token_ids),
+                    "n_truth": n_truth,
+                    "n_hits": row.n_hits,
+                    "precision": row.precision,
+                    "recall": row.recall,
+                    "f1": row.f1,
+                    "average_precision": figures.average_precision,
+                    "precision_low": precision_ci[0] if precision_ci else None,
+                    "precision_high": precision_ci[1] if precision_ci else None,
+                    "recall_low": recall_ci[0] if recall_ci else None,
+                    "recall_high": recall_ci[1] if recall_ci else None,
+                    "n_missed": n_truth - row.n_hits,
+                }
+            )
+        return rows
+
+    def _calibration(self, conn: Connection, truth: Truth, figures: list[IndicatorFigures], scores: dict[str, Tensor]) -> Calibration:
+        r_precision = {f.indicator: next(r.precision for r in f.budgets if r.budget == R_PRECISION) for f in figures}
+        best = max(r_precision, key=lambda name: (r_precision[name] or 0.0, name == "anomaly_score")) if r_precision else None
+        k = budget_size(CALIBRATION_BUDGET, len(truth.token_ids))
+        top_hits = int((candidates_at(scores[best], truth.token_ids, k) & truth.verified).sum()) if best else 0
+        return calibrate(
+            truth.control_verified, self._control_template_failures(conn, truth.controls), int(truth.verified.sum()),
+            len(truth.token_ids), best, top_hits, k if best else 0,
+        )
+
+    def _control_template_failures(self, conn: Connection, controls: list[int]) -> dict[str, list[bool]]:
+        failed: dict[str, list[bool]] = defaultdict(list)
+        for row in conn.execute(
+            select(ProbeTemplate.name, ProbeResult.passed)
+            .join(ProbeTemplate, ProbeTemplate.id == ProbeResult.template_id)
+            .where(ProbeResult.run_id == self.probes_run, ProbeResult.token_id.in_(controls))
+        ):
+            failed[row.name].append(not row.passed)
+        return dict(failed)
+

@@ -1,0 +1,94 @@
+"""Detection-quality metrics on hand-built rankings whose answers are worked out by hand."""
+
+import math
+
+import pytest
+import torch
+
+from ingest.compute.evaluation import (
+    ANY_INDICATOR,
+    R_PRECISION,
+    average_precision,
+    budget_size,
+    calibrate,
+    evaluate_indicator,
+    ranking,
+    union_figures,
+    wilson_interval,
+)
+
+# Ten eligible tokens; ids 10..19. Truth: ids 10, 12 and 19.
+TOKEN_IDS = torch.arange(10, 20)
+TRUTH = torch.tensor([True, False, True, False, False, False, False, False, False, True])
+# Ranking by score: 10, 11, 12, 13, ..., 19 (descending scores): hits at ranks 1, 3 and 10.
+SCORES = torch.arange(10, 0, -1, dtype=torch.float32)
+
+
+def test_ranking_breaks_ties_by_token_id_and_puts_nan_last():
+    scores = torch.tensor([1.0, float("nan"), 1.0, 2.0])
+    ids = torch.tensor([7, 3, 5, 9])
+    assert ids[ranking(scores, ids)].tolist() == [9, 5, 7, 3]
+
+
+def test_average_precision_by_hand():
+    hits = TRUTH[ranking(SCORES, TOKEN_IDS)]
+    # precision at the hits' ranks: 1/1, 2/3, 3/10
+    assert average_precision(hits) == pytest.approx((1 + 2 / 3 + 3 / 10) / 3)
+    assert average_precision(torch.zeros(4, dtype=torch.bool)) is None
+
+
+def test_budgets_and_r_precision_by_hand():
+    figures = evaluate_indicator("score", SCORES, TRUTH, TOKEN_IDS, budgets=(0.1, 0.2, 0.5))
+    rows = {row.budget: row for row in figures.budgets}
+    assert [rows[b].k for b in ("10%", "20%", "50%", R_PRECISION)] == [1, 2, 5, 3]
+    assert (rows["10%"].precision, rows["10%"].recall) == (1.0, pytest.approx(1 / 3))
+    assert rows["20%"].n_hits == 1 and rows["20%"].precision == 0.5
+    assert rows["50%"].n_hits == 2 and rows["50%"].f1 == pytest.approx(2 * 0.4 * (2 / 3) / (0.4 + 2 / 3))
+    # R-precision: the top 3 hold ids 10 and 12
+    assert rows[R_PRECISION].precision == pytest.approx(2 / 3) == rows[R_PRECISION].recall
+
+
+def test_a_perfect_and_a_reversed_indicator():
+    perfect = evaluate_indicator("truth", TRUTH.float(), TRUTH, TOKEN_IDS)
+    assert perfect.average_precision == 1.0
+    assert next(r for r in perfect.budgets if r.budget == R_PRECISION).precision == 1.0
+    reversed_ = evaluate_indicator("anti", -TRUTH.float(), TRUTH, TOKEN_IDS)
+    assert next(r for r in reversed_.budgets if r.budget == R_PRECISION).precision == 0.0
+
+
+def test_budget_size_is_at_least_one_and_rounds_up():
+    assert budget_size(0.005, 49152) == 246
+    assert budget_size(0.02, 10) == 1
+    assert budget_size(0.10, 10) == 1
+    assert budget_size(0.5, 3) == 2
+
+
+def test_union_finds_what_either_indicator_finds_and_lists_the_missed():
+    first = torch.tensor([9, 8, 0, 0, 0, 0, 0, 0, 0, 0], dtype=torch.float32)  # top 2: ids 10, 11
+    second = torch.tensor([0, 0, 9, 8, 0, 0, 0, 0, 0, 0], dtype=torch.float32)  # top 2: ids 12, 13
+    union, missed = union_figures({"a": first, "b": second}, TRUTH, TOKEN_IDS, budgets=(0.2,))
+    (row,) = union.budgets
+    assert union.indicator == ANY_INDICATOR
+    assert (row.k, row.n_hits, row.precision) == (4, 2, 0.5)
+    assert missed["20%"].tolist() == [19]
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(5, 80)
+    # Reference values of the Wilson score interval for 5/80 at 95 %.
+    assert (low, high) == (pytest.approx(0.0270, abs=5e-4), pytest.approx(0.1383, abs=5e-4))
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert wilson_interval(0, 0) is None
+
+
+def test_calibration_says_plainly_when_the_truth_does_not_separate():
+    weak = calibrate([True] * 13 + [False] * 67, {"echo": [True] * 20 + [False] * 60}, 8000, 49000, "unused_cos", 5, 80)
+    assert weak.separates is False and "too weak" in weak.statement
+    assert weak.template_floors == {"echo": 0.25}
+    assert weak.excess == pytest.approx(8000 - 13 / 80 * 49000)
+    strong = calibrate([True] + [False] * 79, {}, 2000, 49000, "unused_cos", 70, 80)
+    assert strong.separates is True and "separates" in strong.statement and "1388 verified tokens beyond" in strong.statement
+    ranks_but_few = calibrate([True] * 4 + [False] * 96, {}, 28, 967, "unused_cos", 13, 20)
+    assert ranks_but_few.separates is True and "no more than the floor predicts (39)" in ranks_but_few.statement
+    assert calibrate([], {}, 10, 100, None, 0, 0).separates is None
+    assert not math.isnan(strong.floor)
