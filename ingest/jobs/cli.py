@@ -128,15 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=_id_list, default=(), help="and these comma-separated token ids")
     p.add_argument("--texts", nargs="+", default=(), help="and the tokens whose decoded text is exactly one of these")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--frame", default=SearchParams.frame, help="text around the optimised tokens, which replace its '{prompt}'")
     p.add_argument("--prompt-len", type=int, default=SearchParams.prompt_len, help="prompt tokens to optimise")
-    p.add_argument("--steps", type=int, default=SearchParams.max_steps, help="gcg: step budget per target")
+    p.add_argument("--steps", type=int, default=SearchParams.max_steps, help="gcg: step budget per target, restarts included")
+    p.add_argument("--patience", type=int, default=SearchParams.patience, help="gcg: restart from random tokens after N steps without progress")
     p.add_argument("--top-k", type=int, default=SearchParams.top_k, help="gcg: swap candidates per position from the gradient")
     p.add_argument("--candidates", type=int, default=SearchParams.n_candidates, help="gcg: prompts scored exactly per target and step")
     p.add_argument("--slots", type=int, default=SearchParams.n_slots, help="targets optimised at once")
     p.add_argument("--continuous-steps", type=int, default=SearchParams.continuous_steps, help="continuous: optimiser steps")
     p.add_argument("--continuous-lr", type=float, default=SearchParams.continuous_lr, help="continuous: Adam step in RMS-coordinate units")
-    p.add_argument("--snap-penalty", type=float, default=SearchParams.snap_penalty, help="continuous: weight of the nearest-token distance")
-    p.add_argument("--init-spread", type=float, default=SearchParams.continuous_init_spread, help="continuous: start at centroid + SPREAD * (random token - centroid)")
     p.add_argument("--allow-anomalous", action="store_true", help="let prompts use the catalog's most anomalous tokens")
     p.add_argument("--anomalous", type=int, default=SearchParams.n_anomalous, help="how many top anomalous tokens count as anomalous for the ban")
     p.add_argument("--seed", type=int, default=SearchParams.seed, help="seed of the controls and of every target's search")
@@ -326,15 +326,15 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     engine = make_engine(args.db)
     ensure_schema(engine)
     params = SearchParams(
+        frame=args.frame,
         prompt_len=args.prompt_len,
         max_steps=args.steps,
+        patience=args.patience,
         top_k=args.top_k,
         n_candidates=args.candidates,
         n_slots=args.slots,
         continuous_steps=args.continuous_steps,
         continuous_lr=args.continuous_lr,
-        snap_penalty=args.snap_penalty,
-        continuous_init_spread=args.init_spread,
         allow_anomalous=args.allow_anomalous,
         n_anomalous=args.anomalous,
         seed=args.seed,

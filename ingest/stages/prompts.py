@@ -130,11 +130,14 @@ def run_prompt_search(
         model = _catalogued_model(session, loaded)
         bans, stats_run = catalog_ban_rules(session, model, params, loaded.embedding_rows)
         model_id, tokenizer_id = model.id, model.tokenizer_id
-    prefix_ids = special_prefix_ids(loaded.tokenizer)
+    before_ids, after_ids = frame_ids(loaded.tokenizer, params)
+    prefix_ids = special_prefix_ids(loaded.tokenizer) + before_ids
+    inits = spelled_pieces(loaded.tokenizer, bans, [t.token_id for t in targets])
     run_params = {
         "search": dataclasses.asdict(params),
         "targets": [[t.token_id, t.role] for t in targets],
         "prefix_ids": prefix_ids,
+        "suffix_ids": after_ids,
         "dtype": str(loaded.model.dtype).removeprefix("torch."),
         "anomaly_stats_run": stats_run,
     }
@@ -143,11 +146,11 @@ def run_prompt_search(
         return StageResult(STAGE, "skipped", run_id, 0.0, detail=f"run {run_id} already succeeded with these params")
     start = time.perf_counter()
     try:
-        lm = PromptLM(loaded.model, prefix_ids, device)
+        lm = PromptLM(loaded.model, prefix_ids, device, suffix_ids=after_ids)
         roles = {t.token_id: t.role for t in targets}
         for method in params.methods:
             pending = [t.token_id for t in targets if t.token_id not in _done_ids(engine, run_id, method)]
-            for result in SEARCHES[method](lm, pending, bans, params, eval_chunk=eval_chunk):
+            for result in SEARCHES[method](lm, pending, bans, params, inits=inits, eval_chunk=eval_chunk):
                 row = result_row(result, lm, loaded.tokenizer, bans, params)
                 row.update(run_id=run_id, model_id=model_id, tokenizer_id=tokenizer_id, target_role=roles[result.token_id], device=str(lm.device))
                 with engine.begin() as conn:
@@ -201,6 +204,34 @@ def special_prefix_ids(tokenizer: Any) -> list[int]:
     return full[:start]
 
 
+def frame_ids(tokenizer: Any, params: SearchParams) -> tuple[list[int], list[int]]:
+    """Token ids of the frame's text before and after the optimised slot."""
+    try:
+        before, after = params.frame_parts()
+    except ValueError as exc:
+        raise CatalogError(str(exc)) from None
+    before_ids, after_ids = (tokenizer(text, add_special_tokens=False)["input_ids"] if text else [] for text in (before, after))
+    return before_ids, after_ids
+
+
+def spelled_pieces(tokenizer: Any, bans: BanRules, target_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Per target, its text encoded as two halves (the split giving the fewest tokens): a search's first start.
+
+    A target of one character has no such spelling and starts from random tokens.
+    """
+    pieces = {}
+    for token_id in target_ids:
+        text = str(bans.texts[token_id])
+        splits = [
+            tokenizer(text[:k], add_special_tokens=False)["input_ids"] + tokenizer(text[k:], add_special_tokens=False)["input_ids"]
+            for k in range(1, len(text))
+        ]
+        allowed = [ids for ids in splits if not any(bool(bans.always_banned[i]) for i in ids)]
+        if allowed:
+            pieces[token_id] = min(allowed, key=len)
+    return pieces
+
+
 def result_row(result: SearchResult, lm: PromptLM, tokenizer: Any, bans: BanRules, params: SearchParams) -> dict[str, Any]:
     """A prompt_search row for one result, with the checks made on the final prompt."""
     prompt = torch.tensor([result.prompt_ids], device=lm.device)
@@ -221,6 +252,8 @@ def result_row(result: SearchResult, lm: PromptLM, tokenizer: Any, bans: BanRule
         "anomalous_allowed": params.allow_anomalous,
         "n_banned": result.n_banned,
         "steps": result.steps,
+        "budget_steps": params.max_steps if result.method == "gcg" else params.continuous_steps,
+        "restarts": result.restarts,
         "n_evaluations": result.n_evaluations,
         "seconds": result.seconds,
         "seed": result.seed,
