@@ -35,10 +35,12 @@ function runs on the model's device; the model may be float32 or bfloat16
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,8 +52,8 @@ from ingest.compute.batching import AdaptiveBatches
 METHODS = ("gcg", "continuous")
 
 
-# The next token after this frame is naturally a copy of a word the slot spells.
-DEFAULT_FRAME = "Repeat the word.\nInput:{prompt}\nOutput:"
+# After this frame the next token is naturally a copy of the word the slot spells (measured in docs/prompts.md).
+DEFAULT_FRAME = "Repeat the word.\nInput: apple\nOutput: apple\nInput: Gerald\nOutput: Gerald\nInput: _handler\nOutput: _handler\nInput:{prompt}\nOutput:"
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,8 @@ class PromptLM:
             self.table = embedding(torch.arange(embedding.num_embeddings, device=self.device))  # [d_vocab, d_model]
             self.prefix = self.table[self.prefix_ids]  # [prefix, d_model]
             self.suffix = self.table[self.suffix_ids]  # [suffix, d_model]
+            # The prefix is the same for every prompt: its keys and values are computed once.
+            self._prefix_cache = self.model(inputs_embeds=self.prefix[None], use_cache=True, logits_to_keep=1).cache if self.prefix_ids else None
         self.dtype = self.table.dtype
         self._eval_batches: dict[int, AdaptiveBatches] = {}  # per requested chunk; shrinks on out-of-memory and stays shrunk
 
@@ -145,9 +149,16 @@ class PromptLM:
     def next_logits(self, embeds: Tensor) -> Tensor:
         """embeds [batch, pos, d_model] -> float32 logits of the token after the framed prompt [batch, d_vocab]."""
         batch = embeds.shape[0]
-        framed = torch.cat([self.prefix.expand(batch, -1, -1), embeds.to(self.dtype), self.suffix.expand(batch, -1, -1)], dim=1)
-        out = self.model(inputs_embeds=framed, logits_to_keep=1, use_cache=False)
+        rest = torch.cat([embeds.to(self.dtype), self.suffix.expand(batch, -1, -1)], dim=1)  # [batch, pos + suffix, d_model]
+        out = self.model(inputs_embeds=rest, cache=self._prefix_cache_for(batch), logits_to_keep=1, use_cache=True)
         return out.logits[:, -1].float()
+
+    def _prefix_cache_for(self, batch: int) -> Any:
+        if self._prefix_cache is None:
+            return None
+        cache = copy.deepcopy(self._prefix_cache)  # the forward appends the prompt's keys to it
+        cache.batch_repeat_interleave(batch)
+        return cache
 
     @torch.no_grad()
     def score_ids(self, prompt_ids: Tensor, targets: Tensor, chunk: int) -> Scores:
@@ -385,7 +396,7 @@ def _gcg_step(lm: PromptLM, slots: list[_Slot], params: SearchParams, eval_chunk
         slot.record(slot.prompt_ids, now[i])
         if top[i][0] > slot.logprob:
             slot.record(candidates[i, best[i]], top[i])
-        slot.trajectory.append(-slot.logprob)
+        slot.trajectory.append(-slot.best[0])  # the best loss so far: restarts do not show as rises
         if slot.best[1] == 1 or slot.steps >= params.max_steps:
             finished.append(slot)
         elif slot.stale >= params.patience:

@@ -222,10 +222,9 @@ def spelled_pieces(tokenizer: Any, bans: BanRules, target_ids: Sequence[int]) ->
     pieces = {}
     for token_id in target_ids:
         text = str(bans.texts[token_id])
-        splits = [
-            tokenizer(text[:k], add_special_tokens=False)["input_ids"] + tokenizer(text[k:], add_special_tokens=False)["input_ids"]
-            for k in range(1, len(text))
-        ]
+        # A whitespace-only half (' ' + 'marks') spells the word far less recognisably than ' mar' + 'ks'.
+        cuts = [k for k in range(1, len(text)) if text[:k].strip() and text[k:].strip()] or range(1, len(text))
+        splits = [tokenizer(text[:k], add_special_tokens=False)["input_ids"] + tokenizer(text[k:], add_special_tokens=False)["input_ids"] for k in cuts]
         allowed = [ids for ids in splits if not any(bool(bans.always_banned[i]) for i in ids)]
         if allowed:
             pieces[token_id] = min(allowed, key=len)

@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
 from catalog.database import make_engine
-from catalog.queries import find_model, prompt_results
+from catalog.queries import elicitability, find_model, prompt_results
 from catalog.schema import IngestRun, PromptSearch
-from ingest.compute.prompts import PromptLM, SearchParams, ban_rules, continuous_search, gcg_search, score_targets
+from ingest.compute.prompts import PromptLM, SearchParams, ban_rules, continuous_search, gcg_search, initial_prompt, score_targets
 from ingest.jobs.cli import main
 from ingest.jobs.pipeline import ingest
 from ingest.load.models import LoadedModel
-from ingest.stages.prompts import Target, catalog_ban_rules, run_prompt_search, special_prefix_ids
+from ingest.stages.prompts import Target, catalog_ban_rules, frame_ids, run_prompt_search, special_prefix_ids, spelled_pieces
 from tests.conftest import SMOLLM2, fresh_database
 
 TINY_VOCAB = 300
@@ -27,8 +27,9 @@ COMMA, THE = 28, 260  # SmolLM2 ids of ',' and ' the': tokens almost any prompt 
 
 
 def tiny_lm(config_class, model_class) -> PromptLM:
+    """A tiny random model inside a frame: BOS and three frame ids before the prompt, two after."""
     torch.manual_seed(0)
-    return PromptLM(model_class(config_class(**TINY)).eval(), prefix_ids=[1])
+    return PromptLM(model_class(config_class(**TINY)).eval(), prefix_ids=[1, 20, 21, 22], suffix_ids=[23, 24])
 
 
 def tiny_bans(allow_anomalous: bool = False):
@@ -48,6 +49,25 @@ def test_inputs_embeds_replicate_gemma3_embedding_scale():
     prompts = torch.randint(3, 290, (4, 5))
     greedy = lm.greedy_next_ids(prompts)  # through input_ids
     assert lm.score_ids(prompts, greedy, chunk=3).rank.tolist() == [1, 1, 1, 1]  # through inputs_embeds
+
+
+@pytest.mark.parametrize("architecture", [(LlamaConfig, LlamaForCausalLM), (Gemma3TextConfig, Gemma3ForCausalLM)], ids=["llama", "gemma3"])
+def test_cached_frame_prefix_gives_the_full_forward_logits(architecture):
+    lm = tiny_lm(*architecture)
+    prompts = torch.randint(3, 290, (3, 4))
+    full = lm.model(input_ids=lm.framed_ids(prompts)).logits[:, -1]  # the whole framed sequence, no cache
+    torch.testing.assert_close(lm.next_logits(lm.table[prompts]), full)
+    assert lm.framed_ids(prompts)[0].tolist() == [1, 20, 21, 22, *prompts[0].tolist(), 23, 24]
+
+
+def test_initial_prompt_repeats_allowed_pieces_else_draws_random_tokens():
+    banned = torch.zeros(TINY_VOCAB, dtype=torch.bool)
+    banned[7] = True
+    generator = torch.Generator().manual_seed(0)
+    assert initial_prompt([5, 7, 6], banned, 5, generator).tolist() == [6, 5, 6, 5, 6]  # banned 7 dropped; ends on a whole copy
+    assert initial_prompt([5, 6, 8], banned, 2, generator).tolist() == [6, 8]
+    random = initial_prompt([], banned, 50, generator)
+    assert len(random) == 50 and not banned[random].any() and len(set(random.tolist())) > 10
 
 
 def test_score_targets_rank_and_margin():
@@ -86,9 +106,22 @@ def test_gcg_refills_slots_and_respects_hyperparameters_and_bans():
         assert 1 <= result.steps <= TINY_PARAMS.max_steps
         assert result.steps == TINY_PARAMS.max_steps or result.rank == 1  # only success ends a search early
         assert result.n_evaluations == result.steps * (TINY_PARAMS.n_candidates + 1)
+        assert result.restarts == 0  # patience (8) exceeds the budget (5)
         assert len(result.trajectory) == result.steps
         rises = [later - earlier for earlier, later in zip(result.trajectory, result.trajectory[1:])]
         assert max(rises, default=0.0) < 1e-4  # the best prompt is kept: loss never rises (beyond float noise)
+
+
+def test_gcg_restarts_without_progress_and_keeps_the_best_prompt():
+    lm, bans = tiny_lm(LlamaConfig, LlamaForCausalLM), tiny_bans()
+    params = SearchParams(prompt_len=4, max_steps=8, patience=1, top_k=2, n_candidates=2, n_slots=2)
+    results = list(gcg_search(lm, [100, 150, 200], bans, params))
+    assert any(r.restarts > 0 for r in results)  # two candidates of the top-2 swaps rarely improve every step
+    for result in results:
+        assert result.restarts < result.steps
+        assert -result.trajectory[-1] == pytest.approx(result.logprob)  # the result is the best prompt of all restarts
+        assert lm.score_ids(torch.tensor([result.prompt_ids]), torch.tensor([result.token_id]), 1).logprob.item() == pytest.approx(result.logprob, abs=1e-4)
+        assert all(later <= earlier + 1e-6 for earlier, later in zip(result.trajectory, result.trajectory[1:]))
 
 
 def test_gcg_result_does_not_depend_on_batch_companions():
@@ -98,14 +131,15 @@ def test_gcg_result_does_not_depend_on_batch_companions():
     assert alone.prompt_ids == together.prompt_ids and alone.seed == together.seed
 
 
-def test_continuous_snaps_to_allowed_tokens():
+def test_continuous_keeps_the_best_projected_prompt_as_token_ids():
     lm, bans = tiny_lm(Gemma3TextConfig, Gemma3ForCausalLM), tiny_bans()
     results = list(continuous_search(lm, [12, 100, 150], bans, TINY_PARAMS))
     assert [r.token_id for r in results] == [12, 100, 150]
     for result, banned in zip(results, bans.masks([12, 100, 150])):
         assert not banned[result.prompt_ids].any()
         assert result.relaxed_logprob is not None and len(result.trajectory) == TINY_PARAMS.continuous_steps
-        assert result.trajectory[-1] < result.trajectory[0]  # the relaxed prompt is optimised
+        # the kept prompt is the best projection seen, re-scored as ids: no step's projection did better
+        assert -min(result.trajectory) == pytest.approx(result.logprob, abs=1e-4)
 
 
 def test_searches_run_in_bfloat16():
