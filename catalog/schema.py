@@ -365,7 +365,7 @@ class PromptSearch(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model (denormalised for joins).")
     tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
     target_role: Mapped[str] = mapped_column(
-        String(12), comment="Why the token was searched: 'anomalous' (top by anomaly_score), 'control' (random normal token) or 'requested'."
+        String(12), comment="Why the token was searched: 'anomalous' (top by anomaly_score), 'verified' (verified by the latest probes run), 'control' (random normal token) or 'requested'."
     )
     prompt_ids: Mapped[str] = mapped_column(
         Text, comment="Space-separated ids of the best prompt: the optimised slot between the run's params.prefix_ids and params.suffix_ids."

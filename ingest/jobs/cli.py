@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("prompts", help="search prompts that make a model output given tokens (resumable)")
     p.add_argument("model", help="catalogued model: id, name, spec or unique name fragment")
     p.add_argument("--top", type=int, default=0, help="search the N most anomalous tokens (by anomaly_score)")
+    p.add_argument("--verified", type=int, default=0, help="and the N verified glitch tokens of the latest probes run")
     p.add_argument("--controls", type=int, default=0, help="and N random normal tokens as controls")
     p.add_argument("--tokens", type=_id_list, default=(), help="and these comma-separated token ids")
     p.add_argument("--texts", nargs="+", default=(), help="and the tokens whose decoded text is exactly one of these")
@@ -341,7 +342,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         keep_trajectory=not args.no_trajectory,
         methods=_names(args.methods, ()),
     )
-    request = TargetRequest(top=args.top, controls=args.controls, token_ids=args.tokens, texts=tuple(args.texts), seed=args.seed)
+    request = TargetRequest(top=args.top, verified=args.verified, controls=args.controls, token_ids=args.tokens, texts=tuple(args.texts), seed=args.seed)
     with session_factory(engine)() as session:
         model = find_model(session, args.model)
         targets = select_targets(session, model, request)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError, first_line
 from catalog.queries import latest_run_id, top_anomalous_query
-from catalog.schema import EmbeddingStat, IngestRun, Model, PromptSearch, Token, utcnow
+from catalog.schema import EmbeddingStat, IngestRun, Model, PromptSearch, Token, TokenVerdict, utcnow
 from ingest import __version__
 from ingest.compute.prompts import SEARCHES, BanRules, PromptLM, SearchParams, SearchResult, ban_rules
 from ingest.load.models import LoadedModel
@@ -37,7 +37,7 @@ CONTROL_MAX_ANOMALY_SCORE = 0.5
 @dataclass(frozen=True)
 class Target:
     token_id: int
-    role: str  # anomalous, control or requested
+    role: str  # anomalous, verified, control or requested
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class TargetRequest:
     """Which tokens to search prompts for."""
 
     top: int = 0
+    verified: int = 0
     controls: int = 0
     token_ids: tuple[int, ...] = ()
     texts: tuple[str, ...] = ()
@@ -55,10 +56,12 @@ class TargetRequest:
 
 
 def select_targets(session: Session, model: Model, request: TargetRequest) -> list[Target]:
-    """Requested tokens first, then the top anomalous ones, then random normal controls; each token once."""
+    """Requested tokens first, then the top anomalous ones, the probes' verified ones, then random normal controls; each token once."""
     chosen: dict[int, str] = {}
     for token_id in _requested_ids(session, model, request):
         chosen.setdefault(token_id, "requested")
+    for token_id in _verified_ids(session, model, request.verified):
+        chosen.setdefault(token_id, "verified")
     if request.top or request.controls:
         stats_run = _stats_run(session, model)
         for token_id in session.scalars(select(top_anomalous_query(stats_run).limit(request.top).subquery().c.token_id)):
@@ -66,7 +69,7 @@ def select_targets(session: Session, model: Model, request: TargetRequest) -> li
         for token_id in _control_ids(session, stats_run, request.controls, request.seed):
             chosen.setdefault(token_id, "control")
     if not chosen:
-        raise CatalogError("no target tokens: give --top, --controls, --tokens or --texts")
+        raise CatalogError("no target tokens: give --top, --verified, --controls, --tokens or --texts")
     return [Target(token_id, role) for token_id, role in chosen.items()]
 
 
@@ -91,6 +94,23 @@ def _requested_ids(session: Session, model: Model, request: TargetRequest) -> li
     if unknown:
         raise CatalogError(f"text(s) {', '.join(unknown)} are no single token of {model.name!r} (see `glitchdex token TEXT`)")
     return list(request.token_ids) + [by_text[t] for t in request.texts]
+
+
+def _verified_ids(session: Session, model: Model, n: int) -> list[int]:
+    """The n verified glitch tokens of the latest probes run with the lowest target probability."""
+    if n == 0:
+        return []
+    probes_run = latest_run_id(session, model.id, "probes")
+    if probes_run is None:
+        raise CatalogError(f"model {model.name!r} has not been probed: --verified needs `glitchdex probe {model.spec}` first")
+    return list(
+        session.scalars(
+            select(TokenVerdict.token_id)
+            .where(TokenVerdict.run_id == probes_run, TokenVerdict.verdict == "verified")
+            .order_by(TokenVerdict.max_target_prob, TokenVerdict.token_id)
+            .limit(n)
+        )
+    )
 
 
 def _control_ids(session: Session, stats_run: int, n: int, seed: int) -> list[int]:

@@ -23,6 +23,13 @@ RESTARTS = "gcg: restarts from random tokens after params.search.patience steps 
 # (column, type, nullable, old comment, new comment)
 COMMENTS = [
     (
+        "target_role",
+        sa.String(12),
+        False,
+        "Why the token was searched: 'anomalous' (top by anomaly_score), 'control' (random normal token) or 'requested'.",
+        "Why the token was searched: 'anomalous' (top by anomaly_score), 'verified' (verified by the latest probes run), 'control' (random normal token) or 'requested'.",
+    ),
+    (
         "method",
         sa.String(12),
         False,

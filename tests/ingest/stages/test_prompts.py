@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ TINY_VOCAB = 300
 TINY = dict(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8)
 TINY_PARAMS = SearchParams(prompt_len=4, max_steps=5, top_k=8, n_candidates=12, n_slots=2, continuous_steps=6)
 COMMA, THE = 28, 260  # SmolLM2 ids of ',' and ' the': tokens almost any prompt can be pushed to emit
+MARKS, PAPERS = 8029, 5057  # SmolLM2 ids of ' marks' and ' papers', two of the seed-0 controls
 
 
 def tiny_lm(config_class, model_class) -> PromptLM:
@@ -176,6 +178,44 @@ def test_gcg_finds_prompt_for_common_token(smollm2: LoadedModel, smollm2_catalog
     assert banned.sum() > 200  # ' the', 'the', 'there', 'other', ... and the 200 most anomalous tokens
 
 
+def test_default_search_elicits_two_control_tokens(smollm2: LoadedModel, catalog: Engine):
+    params = SearchParams(n_slots=2, methods=("gcg",))  # the default frame, prompt length, candidates and budget
+    result = run_prompt_search(catalog, smollm2, [Target(MARKS, "control"), Target(PAPERS, "control")], params)
+    with Session(catalog) as session:
+        rows = elicitability(session, smollm2.name)
+        run = session.get(IngestRun, result.run_id)
+    assert {r.token_id for r in rows} == {MARKS, PAPERS}
+    for row in rows:
+        assert row.elicited and row.best_rank == 1 and row.best_logprob > -1.0
+        assert row.steps < params.max_steps and row.budget_steps == params.max_steps
+    assert run.params["suffix_ids"] == frame_ids(smollm2.tokenizer, params)[1]
+    with Session(catalog) as session:
+        assert elicitability(session, smollm2.name, elicited=False) == []
+
+
+def test_continuous_projection_gives_every_target_its_own_prompt(smollm2: LoadedModel, smollm2_catalog: Engine):
+    params = SearchParams(continuous_steps=6, n_slots=8)
+    targets = [MARKS, PAPERS, THE, COMMA, 37396, 39905, 45175, 48047]  # controls, common tokens and two anomalous ones
+    with Session(smollm2_catalog) as session:
+        bans, _ = catalog_ban_rules(session, find_model(session, smollm2.name), params, smollm2.embedding_rows)
+    before, after = frame_ids(smollm2.tokenizer, params)
+    lm = PromptLM(smollm2.model, special_prefix_ids(smollm2.tokenizer) + before, suffix_ids=after)
+    prompts = [tuple(r.prompt_ids) for r in continuous_search(lm, targets, bans, params)]  # random starts: the projection alone must not collapse
+    assert len(set(prompts)) == len(targets)  # no collapse onto the same hub tokens
+    hub_share = max(Counter(i for p in prompts for i in p).values()) / sum(map(len, prompts))
+    assert hub_share < 0.25  # no token fills a quarter of all positions
+
+
+def test_spelled_pieces_spell_the_target_with_smaller_tokens(smollm2: LoadedModel, smollm2_catalog: Engine):
+    with Session(smollm2_catalog) as session:
+        bans, _ = catalog_ban_rules(session, find_model(session, smollm2.name), SearchParams(), smollm2.embedding_rows)
+    pieces = spelled_pieces(smollm2.tokenizer, bans, [MARKS, 45175, COMMA])
+    assert COMMA not in pieces  # one character: nothing smaller spells it
+    for token_id in (MARKS, 45175):
+        assert smollm2.tokenizer.decode(pieces[token_id]) == smollm2.tokenizer.decode([token_id])
+        assert len(pieces[token_id]) >= 2 and all(smollm2.tokenizer.decode([i]).strip() for i in pieces[token_id])
+
+
 def test_results_land_in_sql_and_an_interrupted_run_resumes(smollm2: LoadedModel, catalog: Engine):
     params = SearchParams(prompt_len=4, max_steps=1, top_k=16, n_candidates=4, n_slots=2, continuous_steps=2)
     targets = [Target(COMMA, "requested"), Target(THE, "requested")]
@@ -204,6 +244,7 @@ def test_results_land_in_sql_and_an_interrupted_run_resumes(smollm2: LoadedModel
     assert sorted((r.token_id, r.method) for r in rows) == [(COMMA, "continuous"), (COMMA, "gcg"), (THE, "continuous"), (THE, "gcg")]
     for row in rows:
         assert len(row.prompt_ids.split()) == 4 and row.steps <= 2 and not row.anomalous_allowed
+        assert row.budget_steps == (1 if row.method == "gcg" else 2) and row.restarts == 0
         assert row.prompt_text == smollm2.tokenizer.decode([int(i) for i in row.prompt_ids.split()])
         assert row.greedy_emits == (row.target_rank == 1)
         assert (row.relaxed_logprob is None) == (row.method == "gcg")
