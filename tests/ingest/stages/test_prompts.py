@@ -25,7 +25,7 @@ TINY_VOCAB = 300
 TINY = dict(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8)
 TINY_PARAMS = SearchParams(prompt_len=4, max_steps=5, top_k=8, n_candidates=12, n_slots=2, continuous_steps=6)
 COMMA, THE = 28, 260  # SmolLM2 ids of ',' and ' the': tokens almost any prompt can be pushed to emit
-MARKS, PAPERS = 8029, 5057  # SmolLM2 ids of ' marks' and ' papers', two of the seed-0 controls
+MARKS, MIG = 8029, 20401  # SmolLM2 ids of ' marks' and ' Mig', two of the seed-0 controls
 
 
 def tiny_lm(config_class, model_class) -> PromptLM:
@@ -180,11 +180,11 @@ def test_gcg_finds_prompt_for_common_token(smollm2: LoadedModel, smollm2_catalog
 
 def test_default_search_elicits_two_control_tokens(smollm2: LoadedModel, catalog: Engine):
     params = SearchParams(n_slots=2, methods=("gcg",))  # the default frame, prompt length, candidates and budget
-    result = run_prompt_search(catalog, smollm2, [Target(MARKS, "control"), Target(PAPERS, "control")], params)
+    result = run_prompt_search(catalog, smollm2, [Target(MARKS, "control"), Target(MIG, "control")], params)
     with Session(catalog) as session:
         rows = elicitability(session, smollm2.name)
         run = session.get(IngestRun, result.run_id)
-    assert {r.token_id for r in rows} == {MARKS, PAPERS}
+    assert {r.token_id for r in rows} == {MARKS, MIG}
     for row in rows:
         assert row.elicited and row.best_rank == 1 and row.best_logprob > -1.0
         assert row.steps < params.max_steps and row.budget_steps == params.max_steps
@@ -195,7 +195,7 @@ def test_default_search_elicits_two_control_tokens(smollm2: LoadedModel, catalog
 
 def test_continuous_projection_gives_every_target_its_own_prompt(smollm2: LoadedModel, smollm2_catalog: Engine):
     params = SearchParams(continuous_steps=6, n_slots=8)
-    targets = [MARKS, PAPERS, THE, COMMA, 37396, 39905, 45175, 48047]  # controls, common tokens and two anomalous ones
+    targets = [MARKS, MIG, THE, COMMA, 37396, 39905, 45175, 48047]  # controls, common tokens and two anomalous ones
     with Session(smollm2_catalog) as session:
         bans, _ = catalog_ban_rules(session, find_model(session, smollm2.name), params, smollm2.embedding_rows)
     before, after = frame_ids(smollm2.tokenizer, params)
