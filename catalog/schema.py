@@ -399,7 +399,7 @@ class PromptSearch(Base):
     device: Mapped[str] = mapped_column(String(40), comment="torch device the search ran on.")
     seed: Mapped[int] = mapped_column(BigInteger, comment="Seed of this target's random draws (from the run's seed and the token id).")
     loss_trajectory: Mapped[list[float] | None] = mapped_column(
-        JSON, comment="Loss (negative target log-prob) after every step, if kept; JSON array."
+        JSON, comment="Loss after every step, if kept (JSON array): gcg, minus the best params.search.objective so far (margin or log-prob); continuous, the cross-entropy of the step's projected prompt."
     )
     finished_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, comment="When this target's search finished (UTC).")
 

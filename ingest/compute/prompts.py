@@ -11,7 +11,8 @@ allowed tokens. Two searches per target token:
   loss with respect to one-hot inputs ranks, per position, the ``top_k`` token
   swaps that should lower the loss most; ``n_candidates`` single-swap prompts are
   then scored exactly in one batched forward and the best is kept if it beats the
-  current prompt. After ``patience`` steps without a better prompt the search
+  current prompt (by ``objective``: the margin over the best other token by
+  default, which is what greedy success needs). After ``patience`` steps without a better prompt the search
   restarts from random allowed tokens (the best prompt so far is kept). ``n_slots``
   targets are optimised at once; a target that succeeds (it becomes the greedy
   next token) or spends ``max_steps`` leaves its slot to the next target.
@@ -64,6 +65,7 @@ class SearchParams:
     prompt_len: int = 6
     max_steps: int = 48  # gcg steps per target, restarts included
     patience: int = 8  # gcg steps without a better prompt before a restart from random tokens
+    objective: str = "margin"  # gcg keeps the candidate with the best 'margin' (target logit minus the best other) or 'logprob'
     top_k: int = 64
     n_candidates: int = 64
     n_slots: int = 16
@@ -286,8 +288,10 @@ def sample_candidates(prompt_ids: Tensor, top_ids: Tensor, n: int, generators: S
     return candidates
 
 
-# Smaller log-prob gains are float noise between batch shapes, not progress.
+# Smaller gains are float noise between batch shapes, not progress.
 IMPROVEMENT = 1e-4
+# Where each objective sits in a (logprob, rank, margin) tuple.
+OBJECTIVES = {"logprob": 0, "margin": 2}
 
 
 @dataclass
@@ -300,7 +304,8 @@ class _Slot:
     seed: int
     prompt_ids: Tensor  # [pos]: the current restart's prompt
     best_ids: Tensor  # [pos]: the best prompt over all restarts
-    logprob: float = float("-inf")  # of prompt_ids
+    objective: int  # index of the compared score in (logprob, rank, margin)
+    score: float = float("-inf")  # objective of prompt_ids
     best: tuple[float, int, float] = (float("-inf"), 0, float("-inf"))  # logprob, rank, margin of best_ids
     steps: int = 0
     stale: int = 0  # steps since the current restart last improved
@@ -311,15 +316,16 @@ class _Slot:
 
     def record(self, prompt_ids: Tensor, scores: tuple[float, int, float]) -> None:
         """Make ``prompt_ids`` (with these logprob, rank, margin) the current prompt, and the best one if it beats it."""
-        if scores[0] > self.logprob + IMPROVEMENT:
+        score = scores[self.objective]
+        if score > self.score + IMPROVEMENT:
             self.stale = 0
-        self.prompt_ids, self.logprob = prompt_ids, scores[0]
-        if scores[0] > self.best[0]:
+        self.prompt_ids, self.score = prompt_ids, score
+        if score > self.best[self.objective]:
             self.best_ids, self.best = prompt_ids, scores
 
     def restart(self, prompt_len: int) -> None:
         self.prompt_ids = random_allowed_ids(self.banned, prompt_len, self.generator)
-        self.logprob = float("-inf")
+        self.score = float("-inf")
         self.stale = 0
         self.restarts += 1
 
@@ -347,7 +353,7 @@ def _new_slot(token_id: int, banned: Tensor, pieces: Sequence[int], params: Sear
     generator = torch.Generator().manual_seed(seed)
     banned = banned.to(device)
     prompt = initial_prompt(pieces, banned, params.prompt_len, generator)
-    return _Slot(token_id, banned, generator, seed, prompt, prompt)
+    return _Slot(token_id, banned, generator, seed, prompt, prompt, OBJECTIVES[params.objective])
 
 
 def gcg_search(
@@ -383,7 +389,7 @@ def _gcg_step(lm: PromptLM, slots: list[_Slot], params: SearchParams, eval_chunk
     candidates = sample_candidates(prompts, top_ids, params.n_candidates, [s.generator for s in slots])
     n = params.n_candidates
     scores = lm.score_ids(candidates.flatten(0, 1), targets.repeat_interleave(n), eval_chunk)
-    best = scores.logprob.view(len(slots), n).argmax(-1)  # [slot]
+    best = getattr(scores, params.objective).view(len(slots), n).argmax(-1)  # [slot]
     flat_best = torch.arange(len(slots), device=lm.device) * n + best
     # One transfer of the few numbers the bookkeeping needs (a sync per number is slow on a GPU).
     now = list(zip(current.logprob.tolist(), current.rank.tolist(), current.margin.tolist()))
@@ -394,9 +400,9 @@ def _gcg_step(lm: PromptLM, slots: list[_Slot], params: SearchParams, eval_chunk
         slot.stale += 1
         slot.n_evaluations += n + 1
         slot.record(slot.prompt_ids, now[i])
-        if top[i][0] > slot.logprob:
+        if top[i][slot.objective] > slot.score:
             slot.record(candidates[i, best[i]], top[i])
-        slot.trajectory.append(-slot.best[0])  # the best loss so far: restarts do not show as rises
+        slot.trajectory.append(-slot.best[slot.objective])  # the best so far: restarts do not show as rises
         if slot.best[1] == 1 or slot.steps >= params.max_steps:
             finished.append(slot)
         elif slot.stale >= params.patience:

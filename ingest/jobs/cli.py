@@ -36,6 +36,7 @@ from catalog.database import (
 )
 from catalog.queries import (
     RANKINGS,
+    elicitability,
     find_model,
     indicator_precision,
     list_models,
@@ -51,7 +52,7 @@ from catalog.schema import IngestRun
 from ingest.compute.embedding_stats import StatsParams
 from ingest.compute.nokens import GENERATORS, GeneratorParams
 from ingest.compute.probes import INSERTION_MODES, MODES, TEMPLATES_BY_NAME
-from ingest.compute.prompts import METHODS, SearchParams
+from ingest.compute.prompts import METHODS, OBJECTIVES, SearchParams
 from ingest.compute.verdicts import VERDICTS, Thresholds
 from ingest.jobs.executors import ClusterOptions
 from ingest.jobs.pipeline import STAGES, ingest
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-len", type=int, default=SearchParams.prompt_len, help="prompt tokens to optimise")
     p.add_argument("--steps", type=int, default=SearchParams.max_steps, help="gcg: step budget per target, restarts included")
     p.add_argument("--patience", type=int, default=SearchParams.patience, help="gcg: restart from random tokens after N steps without progress")
+    p.add_argument("--objective", choices=list(OBJECTIVES), default=SearchParams.objective, help="gcg: what a better candidate has more of")
     p.add_argument("--top-k", type=int, default=SearchParams.top_k, help="gcg: swap candidates per position from the gradient")
     p.add_argument("--candidates", type=int, default=SearchParams.n_candidates, help="gcg: prompts scored exactly per target and step")
     p.add_argument("--slots", type=int, default=SearchParams.n_slots, help="targets optimised at once")
@@ -331,6 +333,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         prompt_len=args.prompt_len,
         max_steps=args.steps,
         patience=args.patience,
+        objective=args.objective,
         top_k=args.top_k,
         n_candidates=args.candidates,
         n_slots=args.slots,
@@ -373,6 +376,7 @@ def cmd_prompt_results(args: argparse.Namespace) -> int:
     ensure_schema(engine)
     with session_factory(engine)() as session:
         rows = prompt_results(session, args.model, args.method)
+        tokens = elicitability(session, args.model)
     if not rows:
         print("no prompt-search results: run `glitchdex prompts MODEL --top N --controls N`")
         return 0
@@ -381,6 +385,10 @@ def cmd_prompt_results(args: argparse.Namespace) -> int:
     hits = Counter((r.method, r.target_role) for r in rows if r.greedy_emits)
     for (method, role), total in sorted(totals.items()):
         print(f"  {method:<10} {role:<9} {hits[method, role]:>4}/{total:<4} ({hits[method, role] / total:.0%})")
+    by_role = Counter(t.target_role for t in tokens)
+    elicited = Counter(t.target_role for t in tokens if t.elicited)
+    for role, total in sorted(by_role.items()):
+        print(f"  {'any':<10} {role:<9} {elicited[role]:>4}/{total:<4} ({elicited[role] / total:.0%})")
     if args.limit:
         print(f"{'method':<10} {'id':>7} {'role':<9} {'rank':>5} {'logprob':>8} {'greedy':<6} {'reenc':<5}  piece -> prompt")
         for r in rows[: args.limit]:

@@ -25,7 +25,7 @@ from catalog.database import CatalogError, first_line
 from catalog.queries import latest_run_id, top_anomalous_query
 from catalog.schema import EmbeddingStat, IngestRun, Model, PromptSearch, Token, TokenVerdict, utcnow
 from ingest import __version__
-from ingest.compute.prompts import SEARCHES, BanRules, PromptLM, SearchParams, SearchResult, ban_rules
+from ingest.compute.prompts import OBJECTIVES, SEARCHES, BanRules, PromptLM, SearchParams, SearchResult, ban_rules
 from ingest.load.models import LoadedModel
 from ingest.stages.runs import StageResult, finish_run, insert_run, params_hash, succeeded_run
 
@@ -146,6 +146,8 @@ def run_prompt_search(
     unknown = set(params.methods) - set(SEARCHES)
     if unknown:
         raise CatalogError(f"unknown search method(s) {', '.join(sorted(unknown))}; known: {', '.join(SEARCHES)}")
+    if params.objective not in OBJECTIVES:
+        raise CatalogError(f"unknown objective {params.objective!r}; known: {', '.join(OBJECTIVES)}")
     with Session(engine) as session:
         model = _catalogued_model(session, loaded)
         bans, stats_run = catalog_ban_rules(session, model, params, loaded.embedding_rows)

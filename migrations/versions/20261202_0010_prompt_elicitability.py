@@ -23,6 +23,13 @@ RESTARTS = "gcg: restarts from random tokens after params.search.patience steps 
 # (column, type, nullable, old comment, new comment)
 COMMENTS = [
     (
+        "loss_trajectory",
+        sa.JSON(),
+        True,
+        "Loss (negative target log-prob) after every step, if kept; JSON array.",
+        "Loss after every step, if kept (JSON array): gcg, minus the best params.search.objective so far (margin or log-prob); continuous, the cross-entropy of the step's projected prompt.",
+    ),
+    (
         "target_role",
         sa.String(12),
         False,

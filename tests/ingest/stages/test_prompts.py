@@ -121,7 +121,7 @@ def test_gcg_restarts_without_progress_and_keeps_the_best_prompt():
     assert any(r.restarts > 0 for r in results)  # two candidates of the top-2 swaps rarely improve every step
     for result in results:
         assert result.restarts < result.steps
-        assert -result.trajectory[-1] == pytest.approx(result.logprob)  # the result is the best prompt of all restarts
+        assert -result.trajectory[-1] == pytest.approx(result.margin)  # the result is the best prompt (by margin) of all restarts
         assert lm.score_ids(torch.tensor([result.prompt_ids]), torch.tensor([result.token_id]), 1).logprob.item() == pytest.approx(result.logprob, abs=1e-4)
         assert all(later <= earlier + 1e-6 for earlier, later in zip(result.trajectory, result.trajectory[1:]))
 
@@ -178,7 +178,7 @@ def test_gcg_finds_prompt_for_common_token(smollm2: LoadedModel, smollm2_catalog
     assert banned.sum() > 200  # ' the', 'the', 'there', 'other', ... and the 200 most anomalous tokens
 
 
-def test_default_search_elicits_two_control_tokens(smollm2: LoadedModel, catalog: Engine):
+def test_default_search_elicits_two_control_tokens(smollm2: LoadedModel, catalog: Engine, capsys: pytest.CaptureFixture):
     params = SearchParams(n_slots=2, methods=("gcg",))  # the default frame, prompt length, candidates and budget
     result = run_prompt_search(catalog, smollm2, [Target(MARKS, "control"), Target(MIG, "control")], params)
     with Session(catalog) as session:
@@ -191,6 +191,10 @@ def test_default_search_elicits_two_control_tokens(smollm2: LoadedModel, catalog
     assert run.params["suffix_ids"] == frame_ids(smollm2.tokenizer, params)[1]
     with Session(catalog) as session:
         assert elicitability(session, smollm2.name, elicited=False) == []
+        assert elicitability(session, smollm2.name, min_budget=params.max_steps + 1) == []
+    assert main(["--db", catalog.url.render_as_string(hide_password=False), "prompt-results", "SmolLM2"]) == 0
+    summary = capsys.readouterr().out.split()
+    assert summary[summary.index("any") : summary.index("any") + 4] == ["any", "control", "2/2", "(100%)"]
 
 
 def test_continuous_projection_gives_every_target_its_own_prompt(smollm2: LoadedModel, smollm2_catalog: Engine):
