@@ -324,7 +324,7 @@ def _id_list(text: str) -> tuple[int, ...]:
 
 def cmd_prompts(args: argparse.Namespace) -> int:
     from ingest.load.models import load
-    from ingest.stages.prompts import TargetRequest, run_prompt_search, select_targets
+    from ingest.stages.prompts import TargetRequest, check_search_params, run_prompt_search, select_targets
 
     engine = make_engine(args.db)
     ensure_schema(engine)
@@ -345,6 +345,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         keep_trajectory=not args.no_trajectory,
         methods=_names(args.methods, ()),
     )
+    check_search_params(params)
     request = TargetRequest(top=args.top, verified=args.verified, controls=args.controls, token_ids=args.tokens, texts=tuple(args.texts), seed=args.seed)
     with session_factory(engine)() as session:
         model = find_model(session, args.model)

@@ -143,11 +143,7 @@ def run_prompt_search(
     on_result: ResultCallback | None = None,
 ) -> StageResult:
     """Search prompts for ``targets`` with ``loaded`` (weights on ``device``); resumes an unfinished run with the same params."""
-    unknown = set(params.methods) - set(SEARCHES)
-    if unknown:
-        raise CatalogError(f"unknown search method(s) {', '.join(sorted(unknown))}; known: {', '.join(SEARCHES)}")
-    if params.objective not in OBJECTIVES:
-        raise CatalogError(f"unknown objective {params.objective!r}; known: {', '.join(OBJECTIVES)}")
+    check_search_params(params)
     with Session(engine) as session:
         model = _catalogued_model(session, loaded)
         bans, stats_run = catalog_ban_rules(session, model, params, loaded.embedding_rows)
@@ -226,12 +222,22 @@ def special_prefix_ids(tokenizer: Any) -> list[int]:
     return full[:start]
 
 
-def frame_ids(tokenizer: Any, params: SearchParams) -> tuple[list[int], list[int]]:
-    """Token ids of the frame's text before and after the optimised slot."""
+def check_search_params(params: SearchParams) -> None:
+    """A one-line error for settings no search can run with, before anything is loaded or written."""
+    unknown = set(params.methods) - set(SEARCHES)
+    if unknown:
+        raise CatalogError(f"unknown search method(s) {', '.join(sorted(unknown))}; known: {', '.join(SEARCHES)}")
+    if params.objective not in OBJECTIVES:
+        raise CatalogError(f"unknown objective {params.objective!r}; known: {', '.join(OBJECTIVES)}")
     try:
-        before, after = params.frame_parts()
+        params.frame_parts()
     except ValueError as exc:
         raise CatalogError(str(exc)) from None
+
+
+def frame_ids(tokenizer: Any, params: SearchParams) -> tuple[list[int], list[int]]:
+    """Token ids of the frame's text before and after the optimised slot."""
+    before, after = params.frame_parts()
     before_ids, after_ids = (tokenizer(text, add_special_tokens=False)["input_ids"] if text else [] for text in (before, after))
     return before_ids, after_ids
 

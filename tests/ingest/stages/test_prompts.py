@@ -260,7 +260,9 @@ def test_cli_rejects_unknown_targets_without_touching_the_catalog(catalog: Engin
     assert main(["--db", url, "prompts", "SmolLM2", "--texts", "no such token here"]) == 2
     assert main(["--db", url, "prompts", "SmolLM2", "--tokens", "28,99999999"]) == 2
     assert main(["--db", url, "prompts", "SmolLM2"]) == 2
+    assert main(["--db", url, "prompts", "SmolLM2", "--tokens", "28", "--frame", "Repeat: no slot"]) == 2
+    assert main(["--db", url, "prompts", "SmolLM2", "--tokens", "28", "--verified", "5"]) == 2  # not probed
     errors = capsys.readouterr().err.splitlines()
-    assert [line.split(":")[1].strip() for line in errors] == ["error"] * 3
+    assert [line.split(":")[1].strip() for line in errors] == ["error"] * 5
     with Session(catalog) as session:
         assert session.scalar(select(func.count()).select_from(IngestRun).where(IngestRun.stage == "prompt_search")) == 0
