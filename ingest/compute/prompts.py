@@ -11,8 +11,8 @@ allowed tokens. Two searches per target token:
   loss with respect to one-hot inputs ranks, per position, the ``top_k`` token
   swaps that should lower the loss most; ``n_candidates`` single-swap prompts are
   then scored exactly in one batched forward and the best is kept if it beats the
-  current prompt (by ``objective``: the margin over the best other token by
-  default, which is what greedy success needs). After ``patience`` steps without a better prompt the search
+  current prompt (by ``objective``: the target's log-prob by default, or its
+  margin over the best other token). After ``patience`` steps without a better prompt the search
   restarts from random allowed tokens (the best prompt so far is kept). ``n_slots``
   targets are optimised at once; a target that succeeds (it becomes the greedy
   next token) or spends ``max_steps`` leaves its slot to the next target.
@@ -65,7 +65,7 @@ class SearchParams:
     prompt_len: int = 6
     max_steps: int = 48  # gcg steps per target, restarts included
     patience: int = 8  # gcg steps without a better prompt before a restart from random tokens
-    objective: str = "margin"  # gcg keeps the candidate with the best 'margin' (target logit minus the best other) or 'logprob'
+    objective: str = "logprob"  # gcg keeps the candidate with the best 'logprob' or 'margin' (target logit minus the best other)
     top_k: int = 64
     n_candidates: int = 64
     n_slots: int = 16

@@ -116,7 +116,7 @@ def test_gcg_refills_slots_and_respects_hyperparameters_and_bans():
 
 def test_gcg_restarts_without_progress_and_keeps_the_best_prompt():
     lm, bans = tiny_lm(LlamaConfig, LlamaForCausalLM), tiny_bans()
-    params = SearchParams(prompt_len=4, max_steps=8, patience=1, top_k=2, n_candidates=2, n_slots=2)
+    params = SearchParams(prompt_len=4, max_steps=8, patience=1, top_k=2, n_candidates=2, n_slots=2, objective="margin")
     results = list(gcg_search(lm, [100, 150, 200], bans, params))
     assert any(r.restarts > 0 for r in results)  # two candidates of the top-2 swaps rarely improve every step
     for result in results:
