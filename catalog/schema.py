@@ -362,20 +362,22 @@ class PromptSearch(Base):
     method: Mapped[str] = mapped_column(
         String(12),
         primary_key=True,
-        comment="'gcg' (discrete gradient-guided token swaps) or 'continuous' (optimised embeddings snapped to the nearest allowed tokens).",
+        comment="'gcg' (discrete gradient-guided token swaps) or 'continuous' (embeddings optimised through their projection to the nearest allowed tokens).",
     )
     model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model (denormalised for joins).")
     tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
     target_role: Mapped[str] = mapped_column(
-        String(12), comment="Why the token was searched: 'anomalous' (top by anomaly_score), 'control' (random normal token) or 'requested'."
+        String(12), comment="Why the token was searched: 'anomalous' (top by anomaly_score), 'verified' (verified by the latest probes run), 'control' (random normal token) or 'requested'."
     )
-    prompt_ids: Mapped[str] = mapped_column(Text, comment="Space-separated ids of the best prompt (after the model's BOS, if it uses one).")
+    prompt_ids: Mapped[str] = mapped_column(
+        Text, comment="Space-separated ids of the best prompt: the optimised slot between the run's params.prefix_ids and params.suffix_ids."
+    )
     prompt_text: Mapped[str] = mapped_column(Text, comment="The best prompt decoded to text.")
     target_logprob: Mapped[float] = mapped_column(Float, comment="Log-probability of the target as the next token after the prompt.")
     target_rank: Mapped[int] = mapped_column(comment="Rank of the target among next tokens; 1 = greedy next token.")
     margin: Mapped[float] = mapped_column(Float, comment="Target logit minus the highest other logit; > 0 iff the target is the greedy next token.")
     relaxed_logprob: Mapped[float | None] = mapped_column(
-        Float, comment="Continuous method: target log-prob from the un-snapped embeddings, an optimistic bound; NULL for gcg."
+        Float, comment="Continuous method: target log-prob from the final soft (unprojected) embeddings, an optimistic bound; NULL for gcg."
     )
     greedy_emits: Mapped[bool] = mapped_column(Boolean, comment="Greedy decoding from the prompt ids (through the model's input_ids path) emits the target first.")
     reencodes: Mapped[bool] = mapped_column(Boolean, comment="Decoding the prompt to text and encoding it again gives back the same ids.")
@@ -386,13 +388,20 @@ class PromptSearch(Base):
         Boolean, comment="The catalog's most anomalous tokens (count in the run's params) were allowed in the prompt."
     )
     n_banned: Mapped[int] = mapped_column(comment="Token ids banned from this target's prompt (target, tokens containing its text, specials, ...).")
-    steps: Mapped[int] = mapped_column(comment="Optimisation steps spent.")
+    steps: Mapped[int] = mapped_column(comment="Optimisation steps spent (gcg: all restarts together; it stops at the first success).")
+    budget_steps: Mapped[int | None] = mapped_column(
+        comment="Step budget the method had for this target (gcg: params.search.max_steps; continuous: continuous_steps); "
+        "not greedy_emits and budget_steps >= B: not elicited within budget B. NULL for rows older than migration 0010."
+    )
+    restarts: Mapped[int | None] = mapped_column(
+        comment="gcg: restarts from random tokens after params.search.patience steps without progress; 0 for continuous. NULL before migration 0010."
+    )
     n_evaluations: Mapped[int] = mapped_column(comment="Prompts scored by a forward pass (candidates and gradient passes).")
     seconds: Mapped[float] = mapped_column(Float, comment="Wall time the target spent in its batch (shared with the batch's other targets).")
     device: Mapped[str] = mapped_column(String(40), comment="torch device the search ran on.")
     seed: Mapped[int] = mapped_column(BigInteger, comment="Seed of this target's random draws (from the run's seed and the token id).")
     loss_trajectory: Mapped[list[float] | None] = mapped_column(
-        JSON, comment="Loss (negative target log-prob) after every step, if kept; JSON array."
+        JSON, comment="Loss after every step, if kept (JSON array): gcg, minus the best params.search.objective so far (margin or log-prob); continuous, the cross-entropy of the step's projected prompt."
     )
     finished_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, comment="When this target's search finished (UTC).")
 

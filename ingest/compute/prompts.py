@@ -1,18 +1,28 @@
 """Prompt search: find a prompt that makes a causal LM output a chosen token next.
 
-Two searches per target token (the SolidGoldMagikarp study's prompt generation):
+Every prompt sits inside a fixed text frame (``SearchParams.frame``, by default a
+"repeat the word" instruction) whose ``{prompt}`` slot holds the ``prompt_len``
+optimised tokens; the target must be the next token after the whole frame. A
+search starts from the target's text spelt with smaller tokens where the caller
+gives such pieces (``inits``), repeated to fill the slot, otherwise from random
+allowed tokens. Two searches per target token:
 
 - ``gcg``: a discrete search over prompt token ids. The gradient of the target's
   loss with respect to one-hot inputs ranks, per position, the ``top_k`` token
   swaps that should lower the loss most; ``n_candidates`` single-swap prompts are
   then scored exactly in one batched forward and the best is kept if it beats the
-  current prompt. ``n_slots`` targets are optimised at once; a target that
-  succeeds (it becomes the greedy next token) or spends ``max_steps`` leaves its
-  slot to the next target in the queue.
-- ``continuous``: a diagnostic that optimises the prompt's input embeddings
-  directly, penalised by their distance to the nearest allowed token embedding,
-  then snaps each position to that token. Its un-snapped log-prob
-  (``relaxed_logprob``) is an optimistic bound on what real tokens can reach.
+  current prompt (by ``objective``: the target's log-prob by default, or its
+  margin over the best other token). After ``patience`` steps without a better prompt the search
+  restarts from random allowed tokens (the best prompt so far is kept). ``n_slots``
+  targets are optimised at once; a target that succeeds (it becomes the greedy
+  next token) or spends ``max_steps`` leaves its slot to the next target.
+- ``continuous``: projected gradient descent in the PEZ style. Soft embeddings are
+  optimised with Adam, but every forward runs on their projection to the nearest
+  allowed tokens (cosine of centred embeddings, so the projection does not pull
+  towards the few short-norm "hub" tokens near the centroid), with the gradient
+  passed straight through to the soft embeddings. The best projected prompt,
+  which is a real token sequence, is the result; ``relaxed_logprob`` scores the
+  final soft embeddings, an optimistic bound.
 
 A prompt may not contain the target, any token whose text contains the target's
 text (stripped of surrounding whitespace), special tokens, or ids the tokenizer
@@ -26,10 +36,12 @@ function runs on the model's device; the model may be float32 or bfloat16
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,24 +53,36 @@ from ingest.compute.batching import AdaptiveBatches
 METHODS = ("gcg", "continuous")
 
 
+# After this frame the next token is naturally a copy of the word the slot spells (measured in docs/prompts.md).
+DEFAULT_FRAME = "Repeat the word.\nInput: apple\nOutput: apple\nInput: Gerald\nOutput: Gerald\nInput: _handler\nOutput: _handler\nInput:{prompt}\nOutput:"
+
+
 @dataclass(frozen=True)
 class SearchParams:
     """Hyperparameters of both searches; stored in the run's params JSON."""
 
-    prompt_len: int = 8
-    max_steps: int = 64
+    frame: str = DEFAULT_FRAME
+    prompt_len: int = 6
+    max_steps: int = 48  # gcg steps per target, restarts included
+    patience: int = 8  # gcg steps without a better prompt before a restart from random tokens
+    objective: str = "logprob"  # gcg keeps the candidate with the best 'logprob' or 'margin' (target logit minus the best other)
     top_k: int = 64
-    n_candidates: int = 128
+    n_candidates: int = 64
     n_slots: int = 16
     continuous_steps: int = 100
-    continuous_lr: float = 0.05  # Adam step, in units of the embeddings' RMS coordinate
-    snap_penalty: float = 1.0
-    continuous_init_spread: float = 0.1  # start at centroid + spread * (random token - centroid)
+    continuous_lr: float = 0.5  # Adam step, in units of the embeddings' RMS coordinate
     allow_anomalous: bool = False
     n_anomalous: int = 200
     seed: int = 0
     keep_trajectory: bool = True
     methods: tuple[str, ...] = METHODS
+
+    def frame_parts(self) -> tuple[str, str]:
+        """The frame's text before and after the optimised slot."""
+        if self.frame.count("{prompt}") != 1:
+            raise ValueError(f"the prompt frame must contain '{{prompt}}' exactly once: {self.frame!r}")
+        before, after = self.frame.split("{prompt}")
+        return before, after
 
 
 @dataclass
@@ -76,6 +100,7 @@ class SearchResult:
     seconds: float
     seed: int
     n_banned: int
+    restarts: int = 0
     relaxed_logprob: float | None = None
     trajectory: list[float] | None = None
 
@@ -98,17 +123,24 @@ class PromptLM:
     ``table`` holds what the input-embedding module outputs for every id, so
     models that scale embeddings inside that module (Gemma3) get the same
     ``inputs_embeds`` as from ``input_ids``. ``prefix_ids`` (BOS where the
-    tokenizer adds one) precede every prompt and are never optimised.
+    tokenizer adds one, then the frame's text before the slot) precede every
+    prompt and ``suffix_ids`` (the frame's text after it) follow; neither is optimised.
     """
 
-    def __init__(self, model: torch.nn.Module, prefix_ids: Sequence[int], device: str | torch.device = "cpu"):
+    def __init__(
+        self, model: torch.nn.Module, prefix_ids: Sequence[int], device: str | torch.device = "cpu", suffix_ids: Sequence[int] = ()
+    ):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.prefix_ids = list(prefix_ids)
+        self.suffix_ids = list(suffix_ids)
         embedding = model.get_input_embeddings()
         with torch.no_grad():
             self.table = embedding(torch.arange(embedding.num_embeddings, device=self.device))  # [d_vocab, d_model]
-            self.prefix = embedding(torch.tensor(self.prefix_ids, dtype=torch.long, device=self.device))  # [prefix, d_model]
+            self.prefix = self.table[self.prefix_ids]  # [prefix, d_model]
+            self.suffix = self.table[self.suffix_ids]  # [suffix, d_model]
+            # The prefix is the same for every prompt: its keys and values are computed once.
+            self._prefix_cache = self.model(inputs_embeds=self.prefix[None], use_cache=True, logits_to_keep=1).cache if self.prefix_ids else None
         self.dtype = self.table.dtype
         self._eval_batches: dict[int, AdaptiveBatches] = {}  # per requested chunk; shrinks on out-of-memory and stays shrunk
 
@@ -117,15 +149,24 @@ class PromptLM:
         return self.table.shape[0]
 
     def next_logits(self, embeds: Tensor) -> Tensor:
-        """embeds [batch, pos, d_model] -> float32 logits of the token after the prompt [batch, d_vocab]."""
-        prefix = self.prefix.expand(embeds.shape[0], -1, -1)
-        out = self.model(inputs_embeds=torch.cat([prefix, embeds.to(self.dtype)], dim=1), logits_to_keep=1, use_cache=False)
+        """embeds [batch, pos, d_model] -> float32 logits of the token after the framed prompt [batch, d_vocab]."""
+        batch = embeds.shape[0]
+        rest = torch.cat([embeds.to(self.dtype), self.suffix.expand(batch, -1, -1)], dim=1)  # [batch, pos + suffix, d_model]
+        out = self.model(inputs_embeds=rest, cache=self._prefix_cache_for(batch), logits_to_keep=1, use_cache=True)
         return out.logits[:, -1].float()
 
     @property
     def eval_batch_sizes(self) -> dict[int, int]:
         """Prompts per forward that each requested chunk size ended at (smaller after out-of-memory)."""
         return {chunk: batches.batch_size for chunk, batches in self._eval_batches.items()}
+
+
+    def _prefix_cache_for(self, batch: int) -> Any:
+        if self._prefix_cache is None:
+            return None
+        cache = copy.deepcopy(self._prefix_cache)  # the forward appends the prompt's keys to it
+        cache.batch_repeat_interleave(batch)
+        return cache
 
     @torch.no_grad()
     def score_ids(self, prompt_ids: Tensor, targets: Tensor, chunk: int) -> Scores:
@@ -137,11 +178,17 @@ class PromptLM:
         )
         return Scores(*(torch.cat([getattr(p, name) for p in parts]) for name in ("logprob", "rank", "margin")))
 
+    def framed_ids(self, prompt_ids: Tensor) -> Tensor:
+        """prompt_ids [batch, pos] -> the ids the model reads [batch, prefix + pos + suffix]."""
+        batch = prompt_ids.shape[0]
+        prefix = torch.tensor(self.prefix_ids, dtype=torch.long, device=self.device).expand(batch, -1)
+        suffix = torch.tensor(self.suffix_ids, dtype=torch.long, device=self.device).expand(batch, -1)
+        return torch.cat([prefix, prompt_ids.to(self.device), suffix], dim=1)
+
     @torch.no_grad()
     def greedy_next_ids(self, prompt_ids: Tensor) -> Tensor:
         """Greedy next token [batch] through the model's own ``input_ids`` path (an independent check of ``table``)."""
-        prefix = torch.tensor(self.prefix_ids, dtype=torch.long, device=self.device).expand(prompt_ids.shape[0], -1)
-        out = self.model(input_ids=torch.cat([prefix, prompt_ids.to(self.device)], dim=1), logits_to_keep=1, use_cache=False)
+        out = self.model(input_ids=self.framed_ids(prompt_ids), logits_to_keep=1, use_cache=False)
         return out.logits[:, -1].argmax(-1)
 
 
@@ -209,7 +256,16 @@ def target_seed(seed: int, token_id: int) -> int:
 def random_allowed_ids(banned: Tensor, n: int, generator: torch.Generator) -> Tensor:
     """n ids drawn uniformly from the ids not banned ([d_vocab] bool) -> [n]."""
     allowed = (~banned).nonzero()[:, 0]
-    return allowed[torch.randint(len(allowed), (n,), generator=generator)]
+    return allowed[torch.randint(len(allowed), (n,), generator=generator).to(allowed.device)]
+
+
+def initial_prompt(pieces: Sequence[int], banned: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """The start of a search [n]: ``pieces`` repeated to fill the slot (ending on a whole copy), or random allowed ids without pieces."""
+    usable = [i for i in pieces if not banned[i]]
+    if not usable:
+        return random_allowed_ids(banned, n, generator)
+    copies = -(-n // len(usable))  # ceiling division
+    return torch.tensor((usable * copies)[-n:], dtype=torch.long, device=banned.device)
 
 
 def token_gradients(lm: PromptLM, prompt_ids: Tensor, targets: Tensor) -> tuple[Tensor, Scores]:
@@ -238,55 +294,94 @@ def sample_candidates(prompt_ids: Tensor, top_ids: Tensor, n: int, generators: S
     return candidates
 
 
+# Smaller gains are float noise between batch shapes, not progress.
+IMPROVEMENT = 1e-4
+# Where each objective sits in a (logprob, rank, margin) tuple.
+OBJECTIVES = {"logprob": 0, "margin": 2}
+
+
 @dataclass
 class _Slot:
-    """One target being optimised: its current best prompt and its bookkeeping."""
+    """One target being optimised: its current prompt, the best prompt of all its restarts, and its bookkeeping."""
 
     token_id: int
     banned: Tensor  # [d_vocab]
     generator: torch.Generator
     seed: int
-    prompt_ids: Tensor  # [pos]
-    logprob: float = float("-inf")
-    rank: int = 0
-    margin: float = float("-inf")
+    prompt_ids: Tensor  # [pos]: the current restart's prompt
+    best_ids: Tensor  # [pos]: the best prompt over all restarts
+    objective: int  # index of the compared score in (logprob, rank, margin)
+    score: float = float("-inf")  # objective of prompt_ids
+    best: tuple[float, int, float] = (float("-inf"), 0, float("-inf"))  # logprob, rank, margin of best_ids
     steps: int = 0
+    stale: int = 0  # steps since the current restart last improved
+    restarts: int = 0
     n_evaluations: int = 0
     started: float = field(default_factory=time.perf_counter)
     trajectory: list[float] = field(default_factory=list)
 
+    def record(self, prompt_ids: Tensor, scores: tuple[float, int, float]) -> None:
+        """Make ``prompt_ids`` (with these logprob, rank, margin) the current prompt, and the best one if it beats it."""
+        score = scores[self.objective]
+        if score > self.score + IMPROVEMENT:
+            self.stale = 0
+        self.prompt_ids, self.score = prompt_ids, score
+        if score > self.best[self.objective]:
+            self.best_ids, self.best = prompt_ids, scores
+
+    def restart(self, prompt_len: int) -> None:
+        self.prompt_ids = random_allowed_ids(self.banned, prompt_len, self.generator)
+        self.score = float("-inf")
+        self.stale = 0
+        self.restarts += 1
+
     def result(self, params: SearchParams) -> SearchResult:
+        logprob, rank, margin = self.best
         return SearchResult(
             token_id=self.token_id,
             method="gcg",
-            prompt_ids=self.prompt_ids.tolist(),
-            logprob=self.logprob,
-            rank=self.rank,
-            margin=self.margin,
+            prompt_ids=self.best_ids.tolist(),
+            logprob=logprob,
+            rank=rank,
+            margin=margin,
             steps=self.steps,
             n_evaluations=self.n_evaluations,
             seconds=time.perf_counter() - self.started,
             seed=self.seed,
             n_banned=int(self.banned.sum()),
+            restarts=self.restarts,
             trajectory=self.trajectory if params.keep_trajectory else None,
         )
 
 
-def _new_slot(token_id: int, banned: Tensor, params: SearchParams, device: torch.device) -> _Slot:
+def _new_slot(token_id: int, banned: Tensor, pieces: Sequence[int], params: SearchParams, device: torch.device) -> _Slot:
     seed = target_seed(params.seed, token_id)
     generator = torch.Generator().manual_seed(seed)
-    prompt = random_allowed_ids(banned, params.prompt_len, generator).to(device)
-    return _Slot(token_id, banned.to(device), generator, seed, prompt)
+    banned = banned.to(device)
+    prompt = initial_prompt(pieces, banned, params.prompt_len, generator)
+    return _Slot(token_id, banned, generator, seed, prompt, prompt, OBJECTIVES[params.objective])
 
 
-def gcg_search(lm: PromptLM, target_ids: Sequence[int], bans: BanRules, params: SearchParams, *, eval_chunk: int = 512) -> Iterator[SearchResult]:
-    """Greedy coordinate gradient search for every target, ``n_slots`` at a time; yields each result as it finishes."""
+def gcg_search(
+    lm: PromptLM,
+    target_ids: Sequence[int],
+    bans: BanRules,
+    params: SearchParams,
+    *,
+    inits: Mapping[int, Sequence[int]] | None = None,
+    eval_chunk: int = 512,
+) -> Iterator[SearchResult]:
+    """Greedy coordinate gradient search for every target, ``n_slots`` at a time; yields each result as it finishes.
+
+    ``inits`` maps a target to the token pieces its first start repeats (see :func:`initial_prompt`).
+    """
+    inits = inits or {}
     queue = deque(zip(target_ids, bans.masks(target_ids)))
     slots: list[_Slot] = []
     while queue or slots:
         while queue and len(slots) < params.n_slots:
             token_id, banned = queue.popleft()
-            slots.append(_new_slot(token_id, banned, params, lm.device))
+            slots.append(_new_slot(token_id, banned, inits.get(token_id, ()), params, lm.device))
         yield from _gcg_step(lm, slots, params, eval_chunk)
 
 
@@ -300,7 +395,7 @@ def _gcg_step(lm: PromptLM, slots: list[_Slot], params: SearchParams, eval_chunk
     candidates = sample_candidates(prompts, top_ids, params.n_candidates, [s.generator for s in slots])
     n = params.n_candidates
     scores = lm.score_ids(candidates.flatten(0, 1), targets.repeat_interleave(n), eval_chunk)
-    best = scores.logprob.view(len(slots), n).argmax(-1)  # [slot]
+    best = getattr(scores, params.objective).view(len(slots), n).argmax(-1)  # [slot]
     flat_best = torch.arange(len(slots), device=lm.device) * n + best
     # One transfer of the few numbers the bookkeeping needs (a sync per number is slow on a GPU).
     now = list(zip(current.logprob.tolist(), current.rank.tolist(), current.margin.tolist()))
@@ -308,71 +403,101 @@ def _gcg_step(lm: PromptLM, slots: list[_Slot], params: SearchParams, eval_chunk
     finished = []
     for i, slot in enumerate(slots):
         slot.steps += 1
+        slot.stale += 1
         slot.n_evaluations += n + 1
-        slot.logprob, slot.rank, slot.margin = now[i]
-        if top[i][0] > slot.logprob:
-            slot.prompt_ids = candidates[i, best[i]]
-            slot.logprob, slot.rank, slot.margin = top[i]
-        slot.trajectory.append(-slot.logprob)
-        if slot.rank == 1 or slot.steps >= params.max_steps:
+        slot.record(slot.prompt_ids, now[i])
+        if top[i][slot.objective] > slot.score:
+            slot.record(candidates[i, best[i]], top[i])
+        slot.trajectory.append(-slot.best[slot.objective])  # the best so far: restarts do not show as rises
+        if slot.best[1] == 1 or slot.steps >= params.max_steps:
             finished.append(slot)
+        elif slot.stale >= params.patience:
+            slot.restart(params.prompt_len)
     for slot in finished:
         slots.remove(slot)
         yield slot.result(params)
 
 
-# --- continuous diagnostic -----------------------------------------------------------
+# --- continuous (projected gradient) ------------------------------------------------
 
 
-def nearest_allowed(embeds: Tensor, table: Tensor, banned: Tensor) -> tuple[Tensor, Tensor]:
-    """Squared distance to, and id of, the nearest allowed token embedding.
+def projection_basis(table: Tensor) -> tuple[Tensor, Tensor]:
+    """Centroid [d_model] and unit-norm centred token embeddings [d_vocab, d_model] (float32) for :func:`project`."""
+    centroid = table.mean(0)
+    return centroid, F.normalize(table - centroid, dim=-1)
 
-    embeds [batch, pos, d_model], table [d_vocab, d_model] (both float32), banned [batch, d_vocab] -> ([batch, pos], [batch, pos]).
+
+def project(embeds: Tensor, centroid: Tensor, unit_rows: Tensor, banned: Tensor) -> Tensor:
+    """Nearest allowed token by cosine around the centroid: embeds [batch, pos, d_model], banned [batch, d_vocab] -> ids [batch, pos].
+
+    Cosine rather than L2: a soft vector drifting towards the centroid would be
+    L2-nearest to the few short-norm tokens there, the same "hub" words for every target.
     """
-    d2 = (embeds**2).sum(-1, keepdim=True) - 2 * embeds @ table.T + (table**2).sum(-1)  # [batch, pos, d_vocab]
-    return d2.masked_fill(banned[:, None, :], float("inf")).min(-1)
+    cosine = F.normalize(embeds - centroid, dim=-1) @ unit_rows.T  # [batch, pos, d_vocab]
+    return cosine.masked_fill(banned[:, None, :], float("-inf")).argmax(-1)
 
 
-def continuous_search(lm: PromptLM, target_ids: Sequence[int], bans: BanRules, params: SearchParams, *, eval_chunk: int = 512) -> Iterator[SearchResult]:
-    """Optimise prompt embeddings with a nearest-token penalty, then snap; ``n_slots`` targets per batch."""
+def continuous_search(
+    lm: PromptLM,
+    target_ids: Sequence[int],
+    bans: BanRules,
+    params: SearchParams,
+    *,
+    inits: Mapping[int, Sequence[int]] | None = None,
+    eval_chunk: int = 512,
+) -> Iterator[SearchResult]:
+    """Projected gradient descent on prompt embeddings (PEZ style), ``n_slots`` targets per batch."""
+    inits = inits or {}
+    basis = projection_basis(lm.table.float())
     for start in range(0, len(target_ids), params.n_slots):
-        yield from _continuous_batch(lm, list(target_ids[start : start + params.n_slots]), bans, params, eval_chunk)
+        batch = list(target_ids[start : start + params.n_slots])
+        yield from _continuous_batch(lm, batch, bans, params, inits, basis, eval_chunk)
 
 
-def _continuous_batch(lm: PromptLM, target_ids: list[int], bans: BanRules, params: SearchParams, eval_chunk: int) -> Iterator[SearchResult]:
+def _continuous_batch(
+    lm: PromptLM,
+    target_ids: list[int],
+    bans: BanRules,
+    params: SearchParams,
+    inits: Mapping[int, Sequence[int]],
+    basis: tuple[Tensor, Tensor],
+    eval_chunk: int,
+) -> Iterator[SearchResult]:
     started = time.perf_counter()
     banned = bans.masks(target_ids).to(lm.device)  # [batch, d_vocab]
     targets = torch.tensor(target_ids, device=lm.device)
     seeds = [target_seed(params.seed, t) for t in target_ids]
-    init = torch.stack([random_allowed_ids(b, params.prompt_len, torch.Generator().manual_seed(s)) for b, s in zip(banned.cpu(), seeds)])
-    table = lm.table.float()  # [d_vocab, d_model]; distances in float32 whatever the model's dtype
-    # Step and penalty are relative to the embeddings' own scale, so one setting suits every model.
-    unit = (table**2).sum(-1).mean()  # mean squared token norm
-    rms_coordinate = (unit / table.shape[1]).sqrt().item()
-    # Starting near the centroid rather than on tokens: from a token, the optimum stays in that token's
-    # neighbourhood and snapping just returns the random start (measured on SmolLM2, docs/prompts.md).
-    centroid = table.mean(0)
-    embeds = (centroid + params.continuous_init_spread * (table[init.to(lm.device)] - centroid)).requires_grad_()  # [batch, pos, d_model]
-    optimizer = torch.optim.Adam([embeds], lr=params.continuous_lr * rms_coordinate)
+    start_ids = torch.stack(
+        [initial_prompt(inits.get(t, ()), b, params.prompt_len, torch.Generator().manual_seed(s)) for t, b, s in zip(target_ids, banned, seeds)]
+    )  # [batch, pos]
+    table = lm.table.float()  # [d_vocab, d_model]
+    rms_coordinate = table.pow(2).mean().sqrt().item()  # step size relative to the embeddings' own scale
+    soft = table[start_ids].clone().requires_grad_()  # [batch, pos, d_model]
+    optimizer = torch.optim.Adam([soft], lr=params.continuous_lr * rms_coordinate)
+    best_logprob = torch.full((len(target_ids),), float("-inf"), device=lm.device)
+    best_ids = start_ids.clone()
     trajectory = []
     for _ in range(params.continuous_steps):
-        ce = F.cross_entropy(lm.next_logits(embeds), targets, reduction="none")  # [batch]
-        distance, _ = nearest_allowed(embeds, table, banned)
-        loss = (ce + params.snap_penalty * distance.mean(-1) / unit).sum()
-        (embeds.grad,) = torch.autograd.grad(loss, embeds)  # not .backward(): the model's own .grad stays untouched
+        ids = project(soft.detach(), *basis, banned)  # [batch, pos]
+        hard = table[ids]
+        logits = lm.next_logits(soft + (hard - soft).detach())  # forward at the tokens, gradient straight through to soft
+        ce = F.cross_entropy(logits, targets, reduction="none")  # [batch]
+        (soft.grad,) = torch.autograd.grad(ce.sum(), soft)  # not .backward(): the model's own .grad stays untouched
         optimizer.step()
+        improved = -ce.detach() > best_logprob
+        best_logprob = torch.where(improved, -ce.detach(), best_logprob)
+        best_ids[improved] = ids[improved]
         trajectory.append(ce.detach())
     with torch.no_grad():
-        relaxed = score_targets(lm.next_logits(embeds), targets)
-        _, snapped = nearest_allowed(embeds, table, banned)
-        scores = lm.score_ids(snapped, targets, eval_chunk)
+        relaxed = score_targets(lm.next_logits(soft), targets)
+    scores = lm.score_ids(best_ids, targets, eval_chunk)  # the kept prompts, re-scored as token ids
     losses = torch.stack(trajectory, 1).tolist() if trajectory else [[] for _ in target_ids]  # [batch, steps]
     seconds = time.perf_counter() - started
     for i, token_id in enumerate(target_ids):
         yield SearchResult(
             token_id=token_id,
             method="continuous",
-            prompt_ids=snapped[i].tolist(),
+            prompt_ids=best_ids[i].tolist(),
             logprob=float(scores.logprob[i]),
             rank=int(scores.rank[i]),
             margin=float(scores.margin[i]),

@@ -35,6 +35,7 @@ from catalog.database import (
 )
 from catalog.queries import (
     RANKINGS,
+    elicitability,
     evaluation_rows,
     find_model,
     indicator_precision,
@@ -54,7 +55,7 @@ from catalog.schema import IngestRun
 from ingest.compute.embedding_stats import StatsParams
 from ingest.compute.nokens import GENERATORS, GeneratorParams
 from ingest.compute.probes import INSERTION_MODES, MODES, TEMPLATE_SETS, TEMPLATES_BY_NAME
-from ingest.compute.prompts import METHODS, SearchParams
+from ingest.compute.prompts import METHODS, OBJECTIVES, SearchParams
 from ingest.compute.tokenizer_facts import CATEGORY_ORDER
 from ingest.compute.verdicts import VERDICTS, Thresholds
 from ingest.jobs.check import DEFAULT_ANOMALOUS, FIX_ROWS, CheckOptions, check_data, format_report
@@ -144,15 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=_id_list, default=(), help="and these comma-separated token ids")
     p.add_argument("--texts", nargs="+", default=(), help="and the tokens whose decoded text is exactly one of these")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--frame", default=SearchParams.frame, help="text around the optimised tokens, which replace its '{prompt}'")
     p.add_argument("--prompt-len", type=int, default=SearchParams.prompt_len, help="prompt tokens to optimise")
-    p.add_argument("--steps", type=int, default=SearchParams.max_steps, help="gcg: step budget per target")
+    p.add_argument("--steps", type=int, default=SearchParams.max_steps, help="gcg: step budget per target, restarts included")
+    p.add_argument("--patience", type=int, default=SearchParams.patience, help="gcg: restart from random tokens after N steps without progress")
+    p.add_argument("--objective", choices=list(OBJECTIVES), default=SearchParams.objective, help="gcg: what a better candidate has more of")
     p.add_argument("--top-k", type=int, default=SearchParams.top_k, help="gcg: swap candidates per position from the gradient")
     p.add_argument("--candidates", type=int, default=SearchParams.n_candidates, help="gcg: prompts scored exactly per target and step")
     p.add_argument("--slots", type=int, default=SearchParams.n_slots, help="targets optimised at once")
     p.add_argument("--continuous-steps", type=int, default=SearchParams.continuous_steps, help="continuous: optimiser steps")
     p.add_argument("--continuous-lr", type=float, default=SearchParams.continuous_lr, help="continuous: Adam step in RMS-coordinate units")
-    p.add_argument("--snap-penalty", type=float, default=SearchParams.snap_penalty, help="continuous: weight of the nearest-token distance")
-    p.add_argument("--init-spread", type=float, default=SearchParams.continuous_init_spread, help="continuous: start at centroid + SPREAD * (random token - centroid)")
     p.add_argument("--allow-anomalous", action="store_true", help="let prompts use the catalog's most anomalous tokens")
     p.add_argument("--anomalous", type=int, default=SearchParams.n_anomalous, help="how many top anomalous tokens count as anomalous for the ban")
     p.add_argument("--seed", type=int, default=SearchParams.seed, help="seed of the controls and of every target's search")
@@ -424,15 +426,16 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     engine = make_engine(args.db)
     ensure_schema(engine)
     search = {
+        "frame": args.frame,
         "prompt_len": args.prompt_len,
         "max_steps": args.steps,
+        "patience": args.patience,
+        "objective": args.objective,
         "top_k": args.top_k,
         "n_candidates": args.candidates,
         "n_slots": args.slots,
         "continuous_steps": args.continuous_steps,
         "continuous_lr": args.continuous_lr,
-        "snap_penalty": args.snap_penalty,
-        "continuous_init_spread": args.init_spread,
         "allow_anomalous": args.allow_anomalous,
         "n_anomalous": args.anomalous,
         "seed": args.seed,
@@ -476,14 +479,19 @@ def cmd_prompt_results(args: argparse.Namespace) -> int:
 def _print_prompt_summary(engine, model: str, method: str | None = None, limit: int = DEFAULT_TOP) -> None:
     with session_factory(engine)() as session:
         rows = prompt_results(session, model, method)
+        tokens = elicitability(session, model)
     if not rows:
         print("no prompt-search results: run `glitchdex prompts MODEL --top N --controls N`")
         return
     print(f"prompt-search success (greedy emits the target) for {rows[0].model}:")
     totals = Counter((r.method, r.target_role) for r in rows)
     hits = Counter((r.method, r.target_role) for r in rows if r.greedy_emits)
-    for (name, role), total in sorted(totals.items()):
-        print(f"  {name:<10} {role:<9} {hits[name, role]:>4}/{total:<4} ({hits[name, role] / total:.0%})")
+    for (method, role), total in sorted(totals.items()):
+        print(f"  {method:<10} {role:<9} {hits[method, role]:>4}/{total:<4} ({hits[method, role] / total:.0%})")
+    by_role = Counter(t.target_role for t in tokens)
+    elicited = Counter(t.target_role for t in tokens if t.elicited)
+    for role, total in sorted(by_role.items()):
+        print(f"  {'any':<10} {role:<9} {elicited[role]:>4}/{total:<4} ({elicited[role] / total:.0%})")
     if limit:
         print(f"{'method':<10} {'id':>7} {'role':<9} {'rank':>5} {'logprob':>8} {'greedy':<6} {'reenc':<5}  piece -> prompt")
         for r in rows[:limit]:

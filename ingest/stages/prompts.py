@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from catalog.database import CatalogError, bulk_insert
 from catalog.queries import top_anomalous_query
 from catalog.schema import EmbeddingStat, Model, PromptSearch, Token, TokenVerdict, utcnow
-from ingest.compute.prompts import SEARCHES, BanRules, PromptLM, SearchParams, SearchResult, ban_rules
+from ingest.compute.prompts import OBJECTIVES, SEARCHES, BanRules, PromptLM, SearchParams, SearchResult, ban_rules
 from ingest.stages.base import ParamError, Unit, build_params
 from ingest.stages.probes import require_causal_lm
 from ingest.stages.runs import ResumableWork
@@ -133,9 +133,7 @@ class PromptsStage:
         params = build_params(PromptParams, values)
         if params.targets not in TARGET_SOURCES:
             raise ParamError("targets", f"prompt targets must be one of {', '.join(TARGET_SOURCES)}, not {params.targets!r}")
-        unknown = sorted(set(params.search.methods) - set(SEARCHES))
-        if unknown:
-            raise ParamError("search.methods", f"unknown search method(s) {', '.join(unknown)}; known: {', '.join(SEARCHES)}")
+        check_search_params(params.search)
         if not (params.top or params.controls or params.token_ids or params.texts):
             raise ParamError("top", "no target tokens: set top, controls, token_ids or texts")
         return params
@@ -159,7 +157,10 @@ class PromptsStage:
             model = session.get(Model, unit.model_id)
             targets = select_targets(session, model, params, unit.upstream)
             bans = catalog_ban_rules(session, model, params.search, loaded.embedding_rows, unit.upstream.get("embedding_stats"))
-        search = _PromptRun(PromptLM(loaded.model, special_prefix_ids(loaded.tokenizer), unit.device), loaded.tokenizer, bans, targets, params, unit)
+        before_ids, after_ids = frame_ids(loaded.tokenizer, params.search)
+        lm = PromptLM(loaded.model, special_prefix_ids(loaded.tokenizer) + before_ids, unit.device, suffix_ids=after_ids)
+        inits = spelled_pieces(loaded.tokenizer, bans, [t.token_id for t in targets])
+        search = _PromptRun(lm, loaded.tokenizer, bans, targets, inits, params, unit)
         return ResumableWork(pending=search.pending, process=search.process, finish=search.finish, chunk_size=2 * params.search.n_slots)
 
 
@@ -169,8 +170,10 @@ PROMPTS = PromptsStage()
 class _PromptRun:
     """The chunk callbacks: items are (method, target token id), in method order."""
 
-    def __init__(self, lm: PromptLM, tokenizer: Any, bans: BanRules, targets: list[Target], params: PromptParams, unit: Unit):
-        self.lm, self.tokenizer, self.bans, self.params = lm, tokenizer, bans, params
+    def __init__(
+        self, lm: PromptLM, tokenizer: Any, bans: BanRules, targets: list[Target], inits: dict[int, list[int]], params: PromptParams, unit: Unit
+    ):
+        self.lm, self.tokenizer, self.bans, self.inits, self.params = lm, tokenizer, bans, inits, params
         self.targets, self.roles = targets, {t.token_id: t.role for t in targets}
         self.model_id, self.tokenizer_id = unit.model_id, unit.tokenizer_id
 
@@ -193,12 +196,12 @@ class _PromptRun:
                 "device": str(self.lm.device),
             }
             for method, token_ids in by_method.items()
-            for result in SEARCHES[method](self.lm, token_ids, self.bans, self.params.search, eval_chunk=self.params.eval_chunk)
+            for result in SEARCHES[method](self.lm, token_ids, self.bans, self.params.search, inits=self.inits, eval_chunk=self.params.eval_chunk)
         ]
         return bulk_insert(conn, PromptSearch.__table__, rows)
 
     def finish(self, _conn: Connection, _run_id: int, _params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        extra = {"prefix_ids": self.lm.prefix_ids, "resolved_targets": [[t.token_id, t.role] for t in self.targets]}
+        extra = {"prefix_ids": self.lm.prefix_ids, "suffix_ids": self.lm.suffix_ids, "resolved_targets": [[t.token_id, t.role] for t in self.targets]}
         # Below eval_chunk when out-of-memory forced smaller scoring batches (in this invocation).
         return 0, {**extra, "eval_batch_size_used": min(self.lm.eval_batch_sizes.values(), default=self.params.eval_chunk)}
 
@@ -226,6 +229,43 @@ def special_prefix_ids(tokenizer: Any) -> list[int]:
     return full[:start]
 
 
+def check_search_params(params: SearchParams) -> None:
+    """A one-line error for settings no search can run with, before anything is loaded or written."""
+    unknown = set(params.methods) - set(SEARCHES)
+    if unknown:
+        raise CatalogError(f"unknown search method(s) {', '.join(sorted(unknown))}; known: {', '.join(SEARCHES)}")
+    if params.objective not in OBJECTIVES:
+        raise CatalogError(f"unknown objective {params.objective!r}; known: {', '.join(OBJECTIVES)}")
+    try:
+        params.frame_parts()
+    except ValueError as exc:
+        raise CatalogError(str(exc)) from None
+
+
+def frame_ids(tokenizer: Any, params: SearchParams) -> tuple[list[int], list[int]]:
+    """Token ids of the frame's text before and after the optimised slot."""
+    before, after = params.frame_parts()
+    before_ids, after_ids = (tokenizer(text, add_special_tokens=False)["input_ids"] if text else [] for text in (before, after))
+    return before_ids, after_ids
+
+
+def spelled_pieces(tokenizer: Any, bans: BanRules, target_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Per target, its text encoded as two halves (the split giving the fewest tokens): a search's first start.
+
+    A target of one character has no such spelling and starts from random tokens.
+    """
+    pieces = {}
+    for token_id in target_ids:
+        text = str(bans.texts[token_id])
+        # A whitespace-only half (' ' + 'marks') spells the word far less recognisably than ' mar' + 'ks'.
+        cuts = [k for k in range(1, len(text)) if text[:k].strip() and text[k:].strip()] or range(1, len(text))
+        splits = [tokenizer(text[:k], add_special_tokens=False)["input_ids"] + tokenizer(text[k:], add_special_tokens=False)["input_ids"] for k in cuts]
+        allowed = [ids for ids in splits if not any(bool(bans.always_banned[i]) for i in ids)]
+        if allowed:
+            pieces[token_id] = min(allowed, key=len)
+    return pieces
+
+
 def result_row(result: SearchResult, lm: PromptLM, tokenizer: Any, bans: BanRules, params: SearchParams) -> dict[str, Any]:
     """A prompt_search row for one result, with the checks made on the final prompt."""
     prompt = torch.tensor([result.prompt_ids], device=lm.device)
@@ -246,6 +286,8 @@ def result_row(result: SearchResult, lm: PromptLM, tokenizer: Any, bans: BanRule
         "anomalous_allowed": params.allow_anomalous,
         "n_banned": result.n_banned,
         "steps": result.steps,
+        "budget_steps": params.max_steps if result.method == "gcg" else params.continuous_steps,
+        "restarts": result.restarts,
         "n_evaluations": result.n_evaluations,
         "seconds": result.seconds,
         "seed": result.seed,

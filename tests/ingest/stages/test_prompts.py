@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,26 +12,28 @@ from sqlalchemy.orm import Session
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
 from catalog.database import make_engine
-from catalog.queries import find_model, latest_run_id, prompt_results
+from catalog.queries import elicitability, find_model, latest_run_id, prompt_results
 from catalog.schema import IngestRun, PromptSearch
 from ingest.compute import prompts as prompt_compute
-from ingest.compute.prompts import PromptLM, SearchParams, ban_rules, continuous_search, gcg_search, score_targets
+from ingest.compute.prompts import PromptLM, SearchParams, ban_rules, continuous_search, gcg_search, initial_prompt, score_targets
 from ingest.jobs.cli import main
 from ingest.jobs.pipeline import ingest
 from ingest.jobs.runner import run_stage
 from ingest.load.models import LoadedModel
-from ingest.stages.prompts import PROMPTS, PromptParams, catalog_ban_rules, special_prefix_ids
+from ingest.stages.prompts import PROMPTS, PromptParams, catalog_ban_rules, frame_ids, special_prefix_ids, spelled_pieces
 from tests.conftest import SMOLLM2, fresh_database
 
 TINY_VOCAB = 300
 TINY = dict(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8)
 TINY_PARAMS = SearchParams(prompt_len=4, max_steps=5, top_k=8, n_candidates=12, n_slots=2, continuous_steps=6)
 COMMA, THE = 28, 260  # SmolLM2 ids of ',' and ' the': tokens almost any prompt can be pushed to emit
+MARKS, MIG = 8029, 20401  # SmolLM2 ids of ' marks' and ' Mig', two of the seed-0 controls
 
 
 def tiny_lm(config_class, model_class) -> PromptLM:
+    """A tiny random model inside a frame: BOS and three frame ids before the prompt, two after."""
     torch.manual_seed(0)
-    return PromptLM(model_class(config_class(**TINY)).eval(), prefix_ids=[1])
+    return PromptLM(model_class(config_class(**TINY)).eval(), prefix_ids=[1, 20, 21, 22], suffix_ids=[23, 24])
 
 
 def tiny_bans(allow_anomalous: bool = False):
@@ -50,6 +53,25 @@ def test_inputs_embeds_replicate_gemma3_embedding_scale():
     prompts = torch.randint(3, 290, (4, 5))
     greedy = lm.greedy_next_ids(prompts)  # through input_ids
     assert lm.score_ids(prompts, greedy, chunk=3).rank.tolist() == [1, 1, 1, 1]  # through inputs_embeds
+
+
+@pytest.mark.parametrize("architecture", [(LlamaConfig, LlamaForCausalLM), (Gemma3TextConfig, Gemma3ForCausalLM)], ids=["llama", "gemma3"])
+def test_cached_frame_prefix_gives_the_full_forward_logits(architecture):
+    lm = tiny_lm(*architecture)
+    prompts = torch.randint(3, 290, (3, 4))
+    full = lm.model(input_ids=lm.framed_ids(prompts)).logits[:, -1]  # the whole framed sequence, no cache
+    torch.testing.assert_close(lm.next_logits(lm.table[prompts]), full)
+    assert lm.framed_ids(prompts)[0].tolist() == [1, 20, 21, 22, *prompts[0].tolist(), 23, 24]
+
+
+def test_initial_prompt_repeats_allowed_pieces_else_draws_random_tokens():
+    banned = torch.zeros(TINY_VOCAB, dtype=torch.bool)
+    banned[7] = True
+    generator = torch.Generator().manual_seed(0)
+    assert initial_prompt([5, 7, 6], banned, 5, generator).tolist() == [6, 5, 6, 5, 6]  # banned 7 dropped; ends on a whole copy
+    assert initial_prompt([5, 6, 8], banned, 2, generator).tolist() == [6, 8]
+    random = initial_prompt([], banned, 50, generator)
+    assert len(random) == 50 and not banned[random].any() and len(set(random.tolist())) > 10
 
 
 def test_score_targets_rank_and_margin():
@@ -88,9 +110,22 @@ def test_gcg_refills_slots_and_respects_hyperparameters_and_bans():
         assert 1 <= result.steps <= TINY_PARAMS.max_steps
         assert result.steps == TINY_PARAMS.max_steps or result.rank == 1  # only success ends a search early
         assert result.n_evaluations == result.steps * (TINY_PARAMS.n_candidates + 1)
+        assert result.restarts == 0  # patience (8) exceeds the budget (5)
         assert len(result.trajectory) == result.steps
         rises = [later - earlier for earlier, later in zip(result.trajectory, result.trajectory[1:])]
         assert max(rises, default=0.0) < 1e-4  # the best prompt is kept: loss never rises (beyond float noise)
+
+
+def test_gcg_restarts_without_progress_and_keeps_the_best_prompt():
+    lm, bans = tiny_lm(LlamaConfig, LlamaForCausalLM), tiny_bans()
+    params = SearchParams(prompt_len=4, max_steps=8, patience=1, top_k=2, n_candidates=2, n_slots=2, objective="margin")
+    results = list(gcg_search(lm, [100, 150, 200], bans, params))
+    assert any(r.restarts > 0 for r in results)  # two candidates of the top-2 swaps rarely improve every step
+    for result in results:
+        assert result.restarts < result.steps
+        assert -result.trajectory[-1] == pytest.approx(result.margin)  # the result is the best prompt (by margin) of all restarts
+        assert lm.score_ids(torch.tensor([result.prompt_ids]), torch.tensor([result.token_id]), 1).logprob.item() == pytest.approx(result.logprob, abs=1e-4)
+        assert all(later <= earlier + 1e-6 for earlier, later in zip(result.trajectory, result.trajectory[1:]))
 
 
 def test_gcg_result_does_not_depend_on_batch_companions():
@@ -100,14 +135,15 @@ def test_gcg_result_does_not_depend_on_batch_companions():
     assert alone.prompt_ids == together.prompt_ids and alone.seed == together.seed
 
 
-def test_continuous_snaps_to_allowed_tokens():
+def test_continuous_keeps_the_best_projected_prompt_as_token_ids():
     lm, bans = tiny_lm(Gemma3TextConfig, Gemma3ForCausalLM), tiny_bans()
     results = list(continuous_search(lm, [12, 100, 150], bans, TINY_PARAMS))
     assert [r.token_id for r in results] == [12, 100, 150]
     for result, banned in zip(results, bans.masks([12, 100, 150])):
         assert not banned[result.prompt_ids].any()
         assert result.relaxed_logprob is not None and len(result.trajectory) == TINY_PARAMS.continuous_steps
-        assert result.trajectory[-1] < result.trajectory[0]  # the relaxed prompt is optimised
+        # the kept prompt is the best projection seen, re-scored as ids: no step's projection did better
+        assert -min(result.trajectory) == pytest.approx(result.logprob, abs=1e-4)
 
 
 def test_searches_run_in_bfloat16():
@@ -145,6 +181,53 @@ def test_gcg_finds_prompt_for_common_token(smollm2: LoadedModel, smollm2_catalog
     assert banned.sum() > 200  # ' the', 'the', 'there', 'other', ... and the 200 most anomalous tokens
 
 
+def test_default_search_elicits_two_control_tokens(smollm2: LoadedModel, catalog: Engine, capsys: pytest.CaptureFixture):
+    search = SearchParams(n_slots=2, methods=("gcg",), allow_anomalous=True)  # the default frame, prompt length, candidates and budget
+    result = run_stage(catalog, PROMPTS, PromptParams(token_ids=(MARKS, MIG), search=search), loaded=smollm2)
+    with Session(catalog) as session:
+        rows = elicitability(session, smollm2.name)
+        run = session.get(IngestRun, result.run_id)
+    assert {r.token_id for r in rows} == {MARKS, MIG}
+    for row in rows:
+        assert row.elicited and row.best_rank == 1 and row.best_logprob < 0
+        assert row.steps < search.max_steps and row.budget_steps == search.max_steps
+    assert run.params["suffix_ids"] == frame_ids(smollm2.tokenizer, search)[1]
+    with Session(catalog) as session:
+        assert elicitability(session, smollm2.name, elicited=False) == []
+        assert elicitability(session, smollm2.name, min_budget=search.max_steps + 1) == []
+    assert main(["--db", catalog.url.render_as_string(hide_password=False), "prompt-results", "SmolLM2"]) == 0
+    summary = capsys.readouterr().out.split()
+    assert summary[summary.index("any") : summary.index("any") + 4] == ["any", "requested", "2/2", "(100%)"]
+
+
+def test_continuous_projection_gives_every_target_its_own_prompt(smollm2: LoadedModel, smollm2_catalog: Engine):
+    params = SearchParams(continuous_steps=6, n_slots=8)
+    targets = [MARKS, MIG, THE, COMMA, 37396, 39905, 45175, 48047]  # controls, common tokens and two anomalous ones
+    with Session(smollm2_catalog) as session:
+        bans = _catalog_bans(session, smollm2, params)
+    before, after = frame_ids(smollm2.tokenizer, params)
+    lm = PromptLM(smollm2.model, special_prefix_ids(smollm2.tokenizer) + before, suffix_ids=after)
+    prompts = [tuple(r.prompt_ids) for r in continuous_search(lm, targets, bans, params)]  # random starts: the projection alone must not collapse
+    assert len(set(prompts)) == len(targets)  # no collapse onto the same hub tokens
+    hub_share = max(Counter(i for p in prompts for i in p).values()) / sum(map(len, prompts))
+    assert hub_share < 0.25  # no token fills a quarter of all positions
+
+
+def test_spelled_pieces_spell_the_target_with_smaller_tokens(smollm2: LoadedModel, smollm2_catalog: Engine):
+    with Session(smollm2_catalog) as session:
+        bans = _catalog_bans(session, smollm2, SearchParams())
+    pieces = spelled_pieces(smollm2.tokenizer, bans, [MARKS, 45175, COMMA])
+    assert COMMA not in pieces  # one character: nothing smaller spells it
+    for token_id in (MARKS, 45175):
+        assert smollm2.tokenizer.decode(pieces[token_id]) == smollm2.tokenizer.decode([token_id])
+        assert len(pieces[token_id]) >= 2 and all(smollm2.tokenizer.decode([i]).strip() for i in pieces[token_id])
+
+
+def _catalog_bans(session: Session, smollm2: LoadedModel, params: SearchParams):
+    model = find_model(session, smollm2.name)
+    return catalog_ban_rules(session, model, params, smollm2.embedding_rows, latest_run_id(session, model.id, "embedding_stats"))
+
+
 def test_results_land_in_sql_and_an_interrupted_run_resumes(smollm2: LoadedModel, catalog: Engine, monkeypatch: pytest.MonkeyPatch):
     search = SearchParams(prompt_len=4, max_steps=1, top_k=16, n_candidates=4, n_slots=2, continuous_steps=2, allow_anomalous=True)
     params = PromptParams(token_ids=(COMMA, THE), search=search)  # requested targets and no ban list: no statistics needed
@@ -180,6 +263,7 @@ def test_results_land_in_sql_and_an_interrupted_run_resumes(smollm2: LoadedModel
     assert sorted((r.token_id, r.method) for r in rows) == [(COMMA, "continuous"), (COMMA, "gcg"), (THE, "continuous"), (THE, "gcg")]
     for row in rows:
         assert len(row.prompt_ids.split()) == 4 and row.steps <= 2 and row.anomalous_allowed
+        assert row.budget_steps == (1 if row.method == "gcg" else 2) and row.restarts == 0
         assert row.prompt_text == smollm2.tokenizer.decode([int(i) for i in row.prompt_ids.split()])
         assert row.greedy_emits == (row.target_rank == 1)
         assert (row.relaxed_logprob is None) == (row.method == "gcg")
@@ -191,7 +275,9 @@ def test_cli_rejects_unknown_targets_without_touching_the_catalog(catalog: Engin
     assert main(["--db", url, "prompts", "SmolLM2", "--allow-anomalous", "--texts", "no such token here"]) == 2
     assert main(["--db", url, "prompts", "SmolLM2", "--allow-anomalous", "--tokens", "28,99999999"]) == 2
     assert main(["--db", url, "prompts", "SmolLM2"]) == 2
+    assert main(["--db", url, "prompts", "SmolLM2", "--tokens", "28", "--frame", "Repeat: no slot"]) == 2
+    assert main(["--db", url, "prompts", "SmolLM2", "--targets", "verified", "--top", "5"]) == 2  # not probed
     errors = capsys.readouterr().err.splitlines()
-    assert [line.split(":")[1].strip() for line in errors] == ["error"] * 3
+    assert [line.split(":")[1].strip() for line in errors] == ["error"] * 5
     with Session(catalog) as session:
         assert session.scalar(select(func.count()).select_from(IngestRun).where(IngestRun.stage == "prompt_search")) == 0
