@@ -23,7 +23,7 @@ if found is None:
 params, rows = found
 first = rows.iloc[0]
 scope = "a seeded sample (95 % Wilson intervals)" if params["sampled"] else "the whole vocabulary"
-st.markdown(f"**{int(first['n_truth'])} verified** of {int(first['n_ranked'])} ranked tokens, from {scope}; probes run {params['probes_run_id']}.")
+st.markdown(f"**{int(first['n_truth'])} verified** of {int(first['n_ranked'])} ranked tokens, from {scope}; probes run {params['upstream_runs']['probes']}.")
 calibration = params["calibration"]
 (st.success if calibration["separates"] else st.warning)(calibration["statement"])
 if calibration["template_floors"]:

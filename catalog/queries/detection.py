@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from catalog.database import CatalogError
 from catalog.keys import readable_text
 from catalog.queries.runs import require_run
+from catalog.queries.status import UPSTREAM_KEY
 from catalog.schema import Evaluation, IngestRun, Token, TokenVerdict
 
 BUDGET_ORDER = ("0.5%", "1%", "2%", "5%", "10%", "R")
@@ -45,7 +46,7 @@ class MissedToken:
 def latest_evaluation(session: Session, model_name: str) -> EvaluationRun:
     model, run_id = require_run(session, model_name, "evaluation", "has not been evaluated yet: run `glitchdex evaluate {spec}`")
     run = session.get(IngestRun, run_id)
-    return EvaluationRun(run_id, model.name, run.params["probes_run_id"], run.params)
+    return EvaluationRun(run_id, model.name, run.params[UPSTREAM_KEY]["probes"], run.params)
 
 
 def evaluation_query(run_id: int) -> Select:
