@@ -30,6 +30,7 @@ SCATTER_TOP = 500
 SCATTER_POINTS = 5000
 SEARCH_LIMIT = 50
 CACHE_ENTRIES = 256
+HISTOGRAM_BINS = 60
 
 
 @st.cache_resource(show_spinner=False)
@@ -161,6 +162,34 @@ def scatter_sample(session: Session, model_id: int) -> pd.DataFrame:
 
 
 @versioned
+def indicator_histograms(session: Session, model_id: int) -> pd.DataFrame:
+    """Tokens per bin of every indicator (one row per indicator, bin and verdict); bins of equal width."""
+    _, run_id = _model_keys(session, model_id)
+    if run_id is None:
+        return pd.DataFrame()
+    verdict_run = queries.latest_run_id(session, model_id, "probes")
+    bounds = session.execute(queries.indicator_range_query(run_id)).one()._mapping
+    parts = []
+    for name in queries.INDICATORS:
+        low, high = float(bounds[f"{name}_min"]), float(bounds[f"{name}_max"])
+        counts = frame(session, queries.indicator_histogram_query(run_id, name, low, high, HISTOGRAM_BINS, verdict_run))
+        width = (high - low) / HISTOGRAM_BINS
+        parts.append(counts.assign(indicator=name, bin_low=low + counts["bin"] * width, bin_high=low + (counts["bin"] + 1) * width))
+    return pd.concat(parts, ignore_index=True)
+
+
+@versioned
+def map_points(session: Session, model_id: int) -> pd.DataFrame:
+    """Map positions of the most anomalous and every probed token plus an even sample of the vocabulary."""
+    _, run_id = _model_keys(session, model_id)
+    if run_id is None:
+        return pd.DataFrame()
+    stride = max(1, session.get(Model, model_id).vocab_size // SCATTER_POINTS)
+    verdict_run = queries.latest_run_id(session, model_id, "probes")
+    return frame(session, queries.map_points_query(run_id, SCATTER_TOP, stride, verdict_run))
+
+
+@versioned
 def clusters(session: Session, model_id: int) -> pd.DataFrame:
     _, run_id = _model_keys(session, model_id)
     if run_id is None:
@@ -209,9 +238,23 @@ def same_string_status(session: Session, text: str) -> pd.DataFrame:
 
 
 @versioned
-def token_stage_rows(session: Session, tokenizer_id: int, token_id: int) -> dict[str, pd.DataFrame]:
-    """Rows of later stages' per-token tables (probes, prompts, ...) for this token, by table."""
-    return later_tables.token_rows(session, tokenizer_id, token_id)
+def token_verdicts(session: Session, tokenizer_id: int, token_id: int) -> pd.DataFrame:
+    return frame(session, queries.token_verdicts_query(tokenizer_id, token_id))
+
+
+@versioned
+def token_transcripts(session: Session, tokenizer_id: int, token_id: int) -> pd.DataFrame:
+    return frame(session, queries.token_transcripts_query(tokenizer_id, token_id))
+
+
+@versioned
+def token_prompts(session: Session, tokenizer_id: int, token_id: int) -> pd.DataFrame:
+    return frame(session, queries.token_prompts_query(tokenizer_id, token_id))
+
+
+@versioned
+def token_nokens(session: Session, tokenizer_id: int, token_id: int) -> pd.DataFrame:
+    return frame(session, queries.token_nokens_query(tokenizer_id, token_id))
 
 
 # --- comparison -----------------------------------------------------------------------

@@ -64,7 +64,7 @@ st.altair_chart(
         color="generator",
         tooltip=["noken_id", "generator", "details", "nearest_piece", "nearest_cos", "verdict", "max_target_prob", "norm_pct"],
     ),
-    use_container_width=True,
+    width="stretch",
 )
 
 st.subheader("Nokens")

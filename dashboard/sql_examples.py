@@ -26,7 +26,7 @@ EXAMPLES = [
         "What are the 20 most anomalous tokens of each model (special tokens left out)?",
         f"""{LATEST_STATS},
 ranked AS (
-  SELECT m.name AS model, s.anomaly_rank, s.token_id, t.piece, t.category,
+  SELECT m.name AS model, s.anomaly_rank, s.tokenizer_id, s.token_id, t.piece, t.category,
          s.unused_cos, s.embed_norm, s.centroid_dist,
          ROW_NUMBER() OVER (PARTITION BY m.name ORDER BY s.anomaly_rank) AS position
   FROM latest l
