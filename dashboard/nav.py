@@ -67,6 +67,10 @@ def token_url(tokenizer_id: int, token_id: int, model_id: int | None = None) -> 
     return f"token?{urlencode(params)}"
 
 
+def model_url(model_id: int) -> str:
+    return f"model?{urlencode({'model': model_id})}"
+
+
 def search_url(text: str) -> str:
     return f"token?{urlencode({'q': text})}"
 
@@ -96,10 +100,6 @@ def open_token(tokenizer_id: int, token_id: int, model_id: int | None = None) ->
     st.switch_page(TOKEN, query_params=params)
 
 
-def model_link(model_id: int, label: str) -> None:
-    st.page_link(MODEL, label=label, query_params={"model": str(model_id)})
-
-
 # --- state in the URL -------------------------------------------------------------------
 
 
@@ -117,7 +117,7 @@ def url_state(key: str, default: Any, parse: Callable[[str], Any] = str, many: b
             except ValueError:
                 continue
         values = [v for v in values if options is None or v in options]
-        st.session_state[key] = values if many else (values[0] if values else default)
+        st.session_state[key] = (values if many else values[0]) if values else default
     return key
 
 
