@@ -163,7 +163,7 @@ def scatter_sample(session: Session, model_id: int) -> pd.DataFrame:
 
 @versioned
 def indicator_histograms(session: Session, model_id: int) -> pd.DataFrame:
-    """Tokens per bin of every indicator (one row per indicator, bin and verdict); bins of equal width."""
+    """Tokens per bin of every indicator (one row per indicator, bin and, once probed, verdict); bins of equal width."""
     _, run_id = _model_keys(session, model_id)
     if run_id is None:
         return pd.DataFrame()
@@ -172,10 +172,19 @@ def indicator_histograms(session: Session, model_id: int) -> pd.DataFrame:
     parts = []
     for name in queries.INDICATORS:
         low, high = float(bounds[f"{name}_min"]), float(bounds[f"{name}_max"])
-        counts = frame(session, queries.indicator_histogram_query(run_id, name, low, high, HISTOGRAM_BINS, verdict_run))
+        counts = frame(session, queries.indicator_histogram_query(run_id, name, low, high, HISTOGRAM_BINS))
+        if verdict_run is not None:
+            counts = _split_by_verdict(counts, frame(session, queries.indicator_histogram_query(run_id, name, low, high, HISTOGRAM_BINS, verdict_run)))
         width = (high - low) / HISTOGRAM_BINS
         parts.append(counts.assign(indicator=name, bin_low=low + counts["bin"] * width, bin_high=low + (counts["bin"] + 1) * width))
     return pd.concat(parts, ignore_index=True)
+
+
+def _split_by_verdict(all_tokens: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
+    """Per-bin counts of every token and of the judged ones by verdict -> judged rows plus an 'unprobed' row per bin."""
+    judged_per_bin = judged.groupby("bin")["n_tokens"].sum()
+    unprobed = all_tokens.assign(verdict="unprobed", n_tokens=all_tokens["n_tokens"] - all_tokens["bin"].map(judged_per_bin).fillna(0).astype(int))
+    return pd.concat([judged, unprobed[unprobed["n_tokens"] > 0]], ignore_index=True)
 
 
 @versioned

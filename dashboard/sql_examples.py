@@ -25,22 +25,22 @@ EXAMPLES = [
     Example(
         "What are the 20 most anomalous tokens of each model (special tokens left out)?",
         f"""{LATEST_STATS},
-cutoff AS (
+cutoff AS MATERIALIZED (
   -- the rank of each model's 20th non-special token: walks the (run_id, anomaly_rank) index, stops there
   SELECT l.model_id, l.run_id,
-         (SELECT s.anomaly_rank
+         COALESCE((SELECT s.anomaly_rank
           FROM embedding_stat s
           JOIN token t ON t.tokenizer_id = s.tokenizer_id AND t.token_id = s.token_id
           WHERE s.run_id = l.run_id AND NOT t.is_special
           ORDER BY s.anomaly_rank
-          LIMIT 1 OFFSET 19) AS last_rank
+          LIMIT 1 OFFSET 19), 2147483647) AS last_rank
   FROM latest l
 )
 SELECT m.name AS model, s.anomaly_rank, s.tokenizer_id, s.token_id, t.piece, t.category,
        s.unused_cos, s.embed_norm, s.centroid_dist
 FROM cutoff c
 JOIN model m ON m.id = c.model_id
-JOIN embedding_stat s ON s.run_id = c.run_id AND s.anomaly_rank <= COALESCE(c.last_rank, s.anomaly_rank)
+JOIN embedding_stat s ON s.run_id = c.run_id AND s.anomaly_rank <= c.last_rank
 JOIN token t ON t.tokenizer_id = s.tokenizer_id AND t.token_id = s.token_id
 WHERE NOT t.is_special
 ORDER BY model, s.anomaly_rank""",

@@ -115,20 +115,24 @@ def token_nokens_query(tokenizer_id: int, token_id: int) -> Select:
     )
 
 
-def indicator_histogram_query(stats_run_id: int, indicator: str, low: float, high: float, n_bins: int, verdict_run_id: int | None) -> Select:
-    """Tokens per bin of one indicator (bins of equal width from ``low`` to ``high``), split by verdict when a probes run is given."""
+def indicator_histogram_query(stats_run_id: int, indicator: str, low: float, high: float, n_bins: int, verdict_run_id: int | None = None) -> Select:
+    """Tokens per bin of one indicator (bins of equal width from ``low`` to ``high``).
+
+    With ``verdict_run_id``: only the tokens that probes run judged, per bin and verdict (a few hundred
+    rows, read from the verdict table first; a join from every token would cost a lookup per token).
+    """
     column = INDICATORS[indicator]
     width = (high - low) / n_bins or 1.0
     raw_bin = cast(func.floor((cast(column, Float) - low) / width), Integer)
     bin_index = case((raw_bin >= n_bins, n_bins - 1), else_=raw_bin)  # the maximum itself falls in the last bin
     if verdict_run_id is None:
         return select(bin_index.label("bin"), func.count().label("n_tokens")).where(EmbeddingStat.run_id == stats_run_id).group_by(bin_index)
-    verdict = func.coalesce(TokenVerdict.verdict, "unprobed")
     return (
-        select(bin_index.label("bin"), verdict.label("verdict"), func.count().label("n_tokens"))
-        .outerjoin(TokenVerdict, (TokenVerdict.run_id == verdict_run_id) & (TokenVerdict.token_id == EmbeddingStat.token_id))
-        .where(EmbeddingStat.run_id == stats_run_id)
-        .group_by(bin_index, verdict)
+        select(bin_index.label("bin"), TokenVerdict.verdict, func.count().label("n_tokens"))
+        .select_from(TokenVerdict)
+        .join(EmbeddingStat, (EmbeddingStat.run_id == stats_run_id) & (EmbeddingStat.token_id == TokenVerdict.token_id))
+        .where(TokenVerdict.run_id == verdict_run_id)
+        .group_by(bin_index, TokenVerdict.verdict)
     )
 
 
