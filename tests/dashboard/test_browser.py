@@ -124,18 +124,6 @@ def save_screenshot(target: Page | Locator, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def settled_screenshot(element: Locator, tries: int = 10) -> bytes:
-    """The element's picture once two shots a second apart agree (the grid draws after its data arrives)."""
-    shot = element.screenshot()
-    for _ in range(tries):
-        element.page.wait_for_timeout(1000)
-        again = element.screenshot()
-        if again == shot:
-            return shot
-        shot = again
-    return shot
-
-
 def test_search_a_token_and_open_its_card(smollm2_catalog, serve, browser_page: Page):
     from playwright.sync_api import expect
 
@@ -203,13 +191,12 @@ def test_filters_survive_a_reload(smollm2_catalog, serve, browser_page: Page):
     matched = page.get_by_text(re.compile(r"[\d,]+ tokens match")).first
     expect(matched).not_to_have_text(re.compile(r"^49,135 tokens"))  # the filter applied (the URL changes first)
     before = matched.inner_text()
-    rows_before = settled_screenshot(page.locator("[data-testid='stDataFrame']").first)
 
     page.reload()
     expect(page.get_by_label("Text or piece contains (any case)")).to_have_value("sum")
+    # The grid draws on a canvas (its pixels differ from one draw to the next), so the rows are compared by their
+    # count here; test_pages.py compares the token ids of a page reopened from the same URL.
     expect(page.get_by_text(re.compile(r"[\d,]+ tokens match")).first).to_have_text(before)
-    # The grid draws on a canvas: the same rows give the same pixels.
-    assert settled_screenshot(page.locator("[data-testid='stDataFrame']").first) == rows_before
 
 
 def test_a_shared_sql_link_runs_its_query(smollm2_catalog, serve, browser_page: Page):
