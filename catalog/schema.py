@@ -79,7 +79,8 @@ class Tokenizer(Base):
 class Token(Base):
     __tablename__ = "token"
     __table_args__ = (
-        Index("ix_token_norm_key", "norm_key"),
+        # Covers the cross-tokenizer joins on the normalised string (which tokenizers have it) without reading rows.
+        Index("ix_token_norm_key_tokenizer", "norm_key", "tokenizer_id"),
         {"comment": "One row per token id of a tokenizer, with its tokenizer facts."},
     )
 
@@ -232,6 +233,29 @@ class Neighbor(Base):
     tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
     neighbor_token_id: Mapped[int] = mapped_column(comment="The neighbouring token's id.")
     cosine: Mapped[float] = mapped_column(Float, comment="Cosine similarity of the two input embeddings.")
+
+
+class EmbeddingProjection(Base):
+    __tablename__ = "embedding_projection"
+    __table_args__ = (
+        ForeignKeyConstraint(["tokenizer_id", "token_id"], ["token.tokenizer_id", "token.token_id"]),
+        {
+            "comment": "2-D map of a model's input embeddings, per embedding_stats run: PCA of every token, and t-SNE fitted on a sample "
+            "(the top of every indicator plus an even stride; sizes in the run's params) with every other token placed by its nearest fitted tokens."
+        },
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id", ondelete="CASCADE"), primary_key=True, comment="The embedding_stats run.")
+    token_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, comment="Token id.")
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model (denormalised for joins).")
+    tokenizer_id: Mapped[int] = mapped_column(comment="Tokenizer (denormalised for joins with token).")
+    pca_x: Mapped[float] = mapped_column(Float, comment="Score on the first principal axis of the centred input embeddings.")
+    pca_y: Mapped[float] = mapped_column(Float, comment="Score on the second principal axis.")
+    tsne_x: Mapped[float] = mapped_column(Float, comment="t-SNE map position, first coordinate (of the 50-axis PCA scores; cosine-nearest fitted tokens' mean when not fitted).")
+    tsne_y: Mapped[float] = mapped_column(Float, comment="t-SNE map position, second coordinate.")
+    tsne_fitted: Mapped[bool] = mapped_column(
+        Boolean, comment="The token was in the t-SNE sample (true for the top of every indicator); false: placed at the mean position of its 5 nearest fitted tokens."
+    )
 
 
 # --- behavioural probes (stage "probes") ---------------------------------------------

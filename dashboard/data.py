@@ -36,6 +36,9 @@ STATUS_TTL_S = 60
 REGISTRY = Path("models.toml")
 
 
+HISTOGRAM_BINS = 60
+
+
 @st.cache_resource(show_spinner=False)
 def engine(url: str) -> Engine:
     """One engine (and connection pool) per database URL for the whole server."""
@@ -180,6 +183,43 @@ def scatter_sample(session: Session, model_id: int) -> pd.DataFrame:
 
 
 @versioned
+def indicator_histograms(session: Session, model_id: int) -> pd.DataFrame:
+    """Tokens per bin of every indicator (one row per indicator, bin and, once probed, verdict); bins of equal width."""
+    _, run_id = _model_keys(session, model_id)
+    if run_id is None:
+        return pd.DataFrame()
+    verdict_run = queries.latest_run_id(session, model_id, "probes")
+    bounds = session.execute(queries.indicator_range_query(run_id)).one()._mapping
+    parts = []
+    for name in queries.INDICATORS:
+        low, high = float(bounds[f"{name}_min"]), float(bounds[f"{name}_max"])
+        counts = frame(session, queries.indicator_histogram_query(run_id, name, low, high, HISTOGRAM_BINS))
+        if verdict_run is not None:
+            counts = _split_by_verdict(counts, frame(session, queries.indicator_histogram_query(run_id, name, low, high, HISTOGRAM_BINS, verdict_run)))
+        width = (high - low) / HISTOGRAM_BINS
+        parts.append(counts.assign(indicator=name, bin_low=low + counts["bin"] * width, bin_high=low + (counts["bin"] + 1) * width))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _split_by_verdict(all_tokens: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
+    """Per-bin counts of every token and of the judged ones by verdict -> judged rows plus an 'unprobed' row per bin."""
+    judged_per_bin = judged.groupby("bin")["n_tokens"].sum()
+    unprobed = all_tokens.assign(verdict="unprobed", n_tokens=all_tokens["n_tokens"] - all_tokens["bin"].map(judged_per_bin).fillna(0).astype(int))
+    return pd.concat([judged, unprobed[unprobed["n_tokens"] > 0]], ignore_index=True)
+
+
+@versioned
+def map_points(session: Session, model_id: int) -> pd.DataFrame:
+    """Map positions of the most anomalous and every probed token plus an even sample of the vocabulary."""
+    _, run_id = _model_keys(session, model_id)
+    if run_id is None:
+        return pd.DataFrame()
+    stride = max(1, session.get(Model, model_id).vocab_size // SCATTER_POINTS)
+    verdict_run = queries.latest_run_id(session, model_id, "probes")
+    return frame(session, queries.map_points_query(run_id, SCATTER_TOP, stride, verdict_run))
+
+
+@versioned
 def clusters(session: Session, model_id: int) -> pd.DataFrame:
     _, run_id = _model_keys(session, model_id)
     if run_id is None:
@@ -228,9 +268,23 @@ def same_string_status(session: Session, text: str) -> pd.DataFrame:
 
 
 @versioned
-def token_stage_rows(session: Session, tokenizer_id: int, token_id: int) -> dict[str, pd.DataFrame]:
-    """Rows of later stages' per-token tables (probes, prompts, ...) for this token, by table."""
-    return later_tables.token_rows(session, tokenizer_id, token_id)
+def token_verdicts(session: Session, tokenizer_id: int, token_id: int) -> pd.DataFrame:
+    return frame(session, queries.token_verdicts_query(tokenizer_id, token_id))
+
+
+@versioned
+def token_transcripts(session: Session, tokenizer_id: int, token_id: int) -> pd.DataFrame:
+    return frame(session, queries.token_transcripts_query(tokenizer_id, token_id))
+
+
+@versioned
+def token_prompts(session: Session, tokenizer_id: int, token_id: int) -> pd.DataFrame:
+    return frame(session, queries.token_prompts_query(tokenizer_id, token_id))
+
+
+@versioned
+def token_nokens(session: Session, tokenizer_id: int, token_id: int) -> pd.DataFrame:
+    return frame(session, queries.token_nokens_query(tokenizer_id, token_id))
 
 
 # --- comparison -----------------------------------------------------------------------

@@ -1,14 +1,7 @@
-"""Tables of the later stages (probes and verdicts, found prompts), found by reflection.
+"""Verdicts of the probes stage, found by reflection, for the overview counts and the token table's column.
 
-A catalog may sit at an older revision than the code that reads it, so this module assumes no
-more about them than:
-
-- verdicts: the probes stage's ``VERDICT_TABLE`` with columns ``run_id`` (-> ingest_run),
-  ``token_id`` and ``verdict``; the latest succeeded run of a model holding verdicts is the current one;
-- per-token results (probe transcripts in ``probe_result``, found prompts in ``prompt_search``,
-  ...): every table with ``run_id`` and ``token_id`` columns that the token page does not
-  already show, listed with the rows of succeeded runs (``noken_neighbor`` too: the nokens this
-  token is a nearest neighbour of).
+Assumes no more than the probes stage's ``VERDICT_TABLE`` with columns ``run_id`` (-> ingest_run),
+``token_id`` and ``verdict``; the latest succeeded run of a model holding verdicts is the current one.
 """
 
 from __future__ import annotations
@@ -21,8 +14,6 @@ from sqlalchemy.schema import MetaData
 from catalog.schema import IngestRun, Model, Token
 
 VERDICT_TABLE = "token_verdict"
-SHOWN_ELSEWHERE = frozenset({"embedding_stat", "neighbor"})
-ROW_LIMIT = 500
 
 
 def _table(session: Session, name: str) -> Table | None:
@@ -76,24 +67,3 @@ def with_verdict(session: Session, query: Select, model_id: int) -> Select:
     return query.add_columns(table.c.verdict).outerjoin(
         table, (table.c.run_id == run_id) & (table.c.token_id == Token.token_id)
     )
-
-
-def token_rows(session: Session, tokenizer_id: int, token_id: int) -> dict[str, pd.DataFrame]:
-    """For every per-token table of a later stage, this token's rows from succeeded runs, newest first."""
-    found = {}
-    for name in sorted(set(inspect(session.connection()).get_table_names()) - SHOWN_ELSEWHERE):
-        table = _table(session, name)
-        if not {"run_id", "token_id"} <= set(table.c.keys()):
-            continue
-        result = session.execute(
-            select(Model.name.label("model"), table)
-            .join(IngestRun, IngestRun.id == table.c.run_id)
-            .join(Model, Model.id == IngestRun.model_id)
-            .where(IngestRun.status == "succeeded", Model.tokenizer_id == tokenizer_id, table.c.token_id == token_id)
-            .order_by(table.c.run_id.desc())
-            .limit(ROW_LIMIT)
-        )
-        rows = result.all()
-        if rows:
-            found[name] = pd.DataFrame(rows, columns=list(result.keys()))
-    return found

@@ -64,11 +64,18 @@ st.altair_chart(
         color="generator",
         tooltip=["noken_id", "generator", "details", "nearest_piece", "nearest_cos", "verdict", "max_target_prob", "norm_pct"],
     ),
-    use_container_width=True,
+    width="stretch",
 )
 
 st.subheader("Nokens")
-selection = st.dataframe(nokens, hide_index=True, on_select="rerun", selection_mode="single-row", key="nokens")
+selection = st.dataframe(
+    nav.with_card_links(nokens, int(model["tokenizer_id"]), "nearest_token_id"),
+    hide_index=True,
+    on_select="rerun",
+    selection_mode="single-row",
+    key="nokens",
+    column_config={"card": nav.card_column("nearest token's card"), "nearest_cos": st.column_config.NumberColumn(format="%.4f")},
+)
 for index in selection.selection.rows:
     noken = nokens.iloc[index]
     st.markdown(f"**Noken {noken['noken_id']}** ({noken['generator']}, {noken['details'] or 'no settings'}) beside its nearest token `{noken['nearest_piece']}`")

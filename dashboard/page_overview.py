@@ -15,9 +15,15 @@ counts[1].metric("Tokenizers", len(tokenizers))
 counts[2].metric("Tokens", f"{int(tokenizers['vocab_size'].sum()):,}")
 
 st.subheader("Models")
-st.dataframe(models, hide_index=True, column_config={"stats_run": st.column_config.NumberColumn("embedding_stats run")})
-for model in models.itertuples():
-    nav.model_link(model.id, f"{model.name}: token table and plots")
+st.dataframe(
+    models.assign(page=[nav.model_url(model_id) for model_id in models["id"]]),
+    hide_index=True,
+    column_order=["page", "name", "spec", "source_kind", "architecture", "vocab_size", "hidden_size", "tokenizer", "tokenizer_kind", "stats_run"],
+    column_config={
+        "page": st.column_config.LinkColumn("model page", display_text="open", help="token table, map and plots"),
+        "stats_run": st.column_config.NumberColumn("embedding_stats run"),
+    },
+)
 
 st.subheader("Stages")
 st.caption(

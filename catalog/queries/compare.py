@@ -76,21 +76,25 @@ def same_string_status_query(text: str) -> Select | None:
 
 
 def shared_strings_query() -> Select:
-    """For every pair of tokenizers, how many distinct normalised strings are a token in both."""
-    a, b = aliased(Token), aliased(Token)
+    """For every pair of tokenizers, how many distinct normalised strings are a token in both.
+
+    Pairs are counted over distinct (string, tokenizer) keys, read from the covering index
+    ``ix_token_norm_key_tokenizer``, so no token row is read and no string is counted twice.
+    """
+    keys = select(Token.norm_key, Token.tokenizer_id).where(Token.norm_key.is_not(None)).distinct().cte("string_keys")
+    a, b = keys.alias("a"), keys.alias("b")
+    pairs = (
+        select(a.c.tokenizer_id.label("id_a"), b.c.tokenizer_id.label("id_b"), func.count().label("shared_strings"))
+        .join(b, (b.c.norm_key == a.c.norm_key) & (b.c.tokenizer_id > a.c.tokenizer_id))
+        .group_by(a.c.tokenizer_id, b.c.tokenizer_id)
+        .subquery()
+    )
     name_a, name_b = aliased(Tokenizer), aliased(Tokenizer)
     return (
-        select(
-            name_a.name.label("tokenizer_a"),
-            name_b.name.label("tokenizer_b"),
-            func.count(func.distinct(a.norm_key)).label("shared_strings"),
-        )
-        .select_from(a)
-        .join(b, (b.norm_key == a.norm_key) & (b.tokenizer_id > a.tokenizer_id))
-        .join(name_a, name_a.id == a.tokenizer_id)
-        .join(name_b, name_b.id == b.tokenizer_id)
-        .group_by(name_a.id, name_a.name, name_b.id, name_b.name)
-        .order_by(name_a.id, name_b.id)
+        select(name_a.name.label("tokenizer_a"), name_b.name.label("tokenizer_b"), pairs.c.shared_strings)
+        .join(name_a, name_a.id == pairs.c.id_a)
+        .join(name_b, name_b.id == pairs.c.id_b)
+        .order_by(pairs.c.id_a, pairs.c.id_b)
     )
 
 

@@ -123,6 +123,7 @@ def nokens_query(run_id: int) -> Select:
             Noken.max_target_prob,
             Noken.failure_category,
             Token.piece.label("nearest_piece"),
+            Noken.nearest_token_id,
             Noken.nearest_cos,
             Noken.norm,
             Noken.norm_pct,

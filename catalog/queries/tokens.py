@@ -275,7 +275,7 @@ def token_stats_query(tokenizer_id: int, token_id: int) -> Select:
             Model.vocab_size,
             *(c for c in TOKEN_TABLE_COLUMNS if c.table is EmbeddingStat.__table__),
             Cluster.size.label("cluster_size"),
-            EmbeddingStat.run_id,
+            Model.id.label("model_id"),
         )
         .join(latest, latest.c.run_id == EmbeddingStat.run_id)
         .join(Model, Model.id == EmbeddingStat.model_id)

@@ -28,6 +28,7 @@ from sklearn.cluster import MiniBatchKMeans
 from torch import Tensor
 
 from ingest.compute.batching import AdaptiveBatches
+from ingest.compute.projection import Projection, ProjectionParams, principal_axes, project_embeddings
 from ingest.compute.tokenizer_facts import PLACEHOLDER_PIECE
 
 # Bytes that never occur in valid UTF-8: a token for one of them cannot appear in UTF-8 training text.
@@ -43,6 +44,8 @@ class StatsParams:
     kmeans_batch_size: int = 8192
     bootstrap_fraction: float = 0.001
     bootstrap_refinements: int = 1
+    map_fit_points: int = ProjectionParams.fit_points
+    map_keep_top: int = ProjectionParams.keep_top
 
 
 @dataclass
@@ -69,6 +72,7 @@ class EmbeddingStats:
     neighbor_cos: Tensor  # [n_neighbor_tokens, n_neighbors]
     n_reference: int  # reference unused tokens behind unused_cos
     bootstrapped_reference: bool  # True when the reference came from centroid_bootstrap_rows
+    projection: Projection  # 2-D map positions of every row
 
 
 def reference_unused_ids(
@@ -115,9 +119,7 @@ def high_is_anomalous_pct(values: Tensor) -> Tensor:
 def remove_first_principal_component(matrix: Tensor) -> Tensor:
     """Centre the rows and project out the top principal direction.  [n, d] -> [n, d]"""
     centred = matrix - matrix.mean(dim=0, keepdim=True)
-    covariance = centred.T @ centred  # [d, d]: cheap even for 262k rows
-    _, eigenvectors = torch.linalg.eigh(covariance.double())
-    top = eigenvectors[:, -1].to(matrix.dtype)  # eigh sorts eigenvalues ascending
+    top = principal_axes(centred, 1)[0][:, 0]
     return centred - torch.outer(centred @ top, top)
 
 
@@ -235,6 +237,10 @@ def compute_embedding_stats(
     query_rows = order[: params.n_neighbor_tokens].to(device)
     neighbor_rows, neighbor_cos = nearest_neighbors(E, query_rows, params.n_neighbors)
 
+    # The map's t-SNE sample keeps the top of every indicator: the rows the probes stage picks candidates from.
+    keep = torch.cat([torch.argsort(pct.cpu(), descending=True)[: params.map_keep_top] for pct in (embed_norm_pct, centroid_dist_pct, unused_cos_pct)])
+    projection = project_embeddings(E, keep, ProjectionParams(fit_points=params.map_fit_points, keep_top=params.map_keep_top))
+
     unembed_norm = unembed[ids].float().norm(dim=1) if unembed is not None and unembed.data_ptr() != embed.data_ptr() else None
     return EmbeddingStats(
         token_ids=ids,
@@ -257,6 +263,7 @@ def compute_embedding_stats(
         neighbor_cos=neighbor_cos.cpu(),
         n_reference=int(reference_rows.numel()),
         bootstrapped_reference=bootstrapped,
+        projection=projection,
     )
 
 

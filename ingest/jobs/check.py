@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from catalog.database import CatalogError, ensure_schema, session_factory
 from catalog.queries.exports import FLAG_ORDER, FlaggedToken, ModelRuns, flagged_tokens, model_runs, ordinary_token_ids
 from ingest.compute.data_check import DataScan, batched, read_records, scan_batch, watched_mask
-from ingest.compute.embedding_fix import RowFix, set_rows_to_trained_mean
+from ingest.compute.embedding_fix import set_rows_to_trained_mean
 from ingest.load.models import LoadedModel, load
 from ingest.stages.embedding_fix import record_embedding_fix
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from catalog.database import bulk_insert, columns_to_rows
-from catalog.schema import Cluster, EmbeddingStat, Neighbor, Token
+from catalog.schema import Cluster, EmbeddingProjection, EmbeddingStat, Neighbor, Token
 from ingest.compute.embedding_stats import EmbeddingStats, StatsParams, compute_embedding_stats, reference_unused_ids
 from ingest.load.models import LoadedModel
 from ingest.stages.base import ParamError, Unit, build_params
@@ -66,6 +66,8 @@ def compute_model_stats(
         "n_reference": stats.n_reference,
         "unused_indicator_matrix": "input embedding (no LM head)" if loaded.tied_embeddings is None else "unembedding",
         "embedding_rows": loaded.embedding_rows,
+        "map_fitted_tokens": int(stats.projection.fitted.sum()),
+        "pca_explained_variance": [round(share, 4) for share in stats.projection.explained_variance],
     }
     return stats, extra
 
@@ -96,7 +98,22 @@ def write_stats(conn: Connection, run_id: int, model_id: int, tokenizer_id: int,
         "cosine": stats.neighbor_cos.flatten().tolist(),
     }
     n += bulk_insert(conn, Neighbor.__table__, columns_to_rows(neighbors, run_id=run_id, tokenizer_id=tokenizer_id))
+    n += write_projection(conn, run_id, model_id, tokenizer_id, stats)
     return n
+
+
+def write_projection(conn: Connection, run_id: int, model_id: int, tokenizer_id: int, stats: EmbeddingStats) -> int:
+    projection = stats.projection
+    columns = {
+        "token_id": stats.token_ids.tolist(),
+        "pca_x": projection.pca[:, 0].tolist(),
+        "pca_y": projection.pca[:, 1].tolist(),
+        "tsne_x": projection.tsne[:, 0].tolist(),
+        "tsne_y": projection.tsne[:, 1].tolist(),
+        "tsne_fitted": projection.fitted.tolist(),
+    }
+    rows = columns_to_rows(columns, run_id=run_id, model_id=model_id, tokenizer_id=tokenizer_id)
+    return bulk_insert(conn, EmbeddingProjection.__table__, rows)
 
 
 def _cluster_rows(stats: EmbeddingStats, run_id: int, model_id: int) -> list[dict[str, Any]]:

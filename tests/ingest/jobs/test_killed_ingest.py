@@ -141,7 +141,7 @@ def test_killed_probes_run_resumes_without_duplicates_and_matches_an_uninterrupt
 # --- every chunked stage, killed under `glitchdex reingest` and finished by the next one -----------------
 
 # The statistics match the shared SmolLM2 catalog's run, so only the stage under test is due.
-FAST_STATS_TOML = "embedding_stats = { n_clusters = 32, n_seeds = 3, n_neighbor_tokens = 200, n_neighbors = 5 }"
+FAST_STATS_TOML = "embedding_stats = { n_clusters = 32, n_seeds = 3, n_neighbor_tokens = 200, n_neighbors = 5, map_fit_points = 800, map_keep_top = 200 }"
 CHUNKED = {
     # 2 methods x 3 targets, chunks of 2 (one slot): three chunks
     "prompt_search": (
@@ -205,7 +205,7 @@ def test_a_unit_another_process_holds_is_not_run_twice(engine: Engine, tmp_path:
     """Two reingests with different lock files (or hosts) share the catalog: each unit runs once."""
     caplog.set_level(logging.INFO, logger="glitchdex.reingest")
     registry = tmp_path / "models.toml"
-    registry.write_text(f'[[model]]\nspec = "{MINILM}"\nembedding_stats = {{ n_clusters = 8, n_seeds = 2 }}\n', encoding="utf-8")
+    registry.write_text(f'[[model]]\nspec = "{MINILM}"\nembedding_stats = {{ n_clusters = 8, n_seeds = 2, map_fit_points = 300, map_keep_top = 50 }}\n', encoding="utf-8")
     assert main(["--db", engine.url.render_as_string(hide_password=False), "ingest", MINILM, "--stages", "tokenizer_facts", "--top", "0"]) == 0
     with engine.connect() as conn:
         model_id = conn.scalar(select(Model.id))

