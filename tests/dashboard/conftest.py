@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from streamlit.testing.v1 import AppTest
 
 from catalog.database import URL_ENV, make_engine
+from catalog.readonly import SQL_URL_ENV
 from ingest.compute.embedding_stats import StatsParams
 from ingest.compute.nokens import GeneratorParams
 from ingest.jobs.pipeline import ingest
@@ -17,7 +18,7 @@ from ingest.jobs.runner import run_stage
 from ingest.stages.nokens import NOKENS, NokenParams
 from ingest.stages.probes import PROBES as PROBES_STAGE
 from ingest.stages.probes import ProbeParams
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, reader_url
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 FIRSTSUM = 40264  # 'Ġfirstsum', a known under-trained SmolLM2 token
@@ -87,6 +88,7 @@ def open_page(monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppTest]:
 
     def run(url: str, page: str | None = None, **query_params: str) -> AppTest:
         monkeypatch.setenv(URL_ENV, url)
+        monkeypatch.setenv(SQL_URL_ENV, reader_url(url))  # PostgreSQL: the SQL page refuses a superuser
         app = AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT_S).run()
         if page is not None:
             app.query_params.update(query_params)

@@ -23,7 +23,9 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import select
 
 from catalog.database import make_engine
+from catalog.readonly import SQL_URL_ENV
 from catalog.schema import TokenVerdict
+from tests.conftest import reader_url
 from tests.dashboard.conftest import FIRSTSUM, url_of
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -83,7 +85,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[[str], str]]:
         log = tmp_path / f"dashboard-{port}.log"
         command = [sys.executable, "-m", "ingest.jobs.cli", "--db", url, "dashboard", "--headless", "--port", str(port)]
         with log.open("w") as out:
-            servers.append(subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()))
+            env = {**os.environ, SQL_URL_ENV: reader_url(url)}  # PostgreSQL: the SQL page refuses a superuser
+            servers.append(subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env))
         base = f"http://localhost:{port}"
         wait_until_healthy(base, servers[-1], log)
         return base
