@@ -303,7 +303,7 @@ def test_sql_page_refuses_writes_and_leaves_the_catalog_unchanged(catalog_copy, 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.question[:40])
 def test_saved_questions_answer_on_a_two_model_catalog(two_model_url, example):
-    result = run_readonly_sql(example.sql, two_model_url)
+    result = run_readonly_sql(example.sql, reader_url(two_model_url))
     assert result.rows, example.question
 
 
