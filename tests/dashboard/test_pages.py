@@ -333,7 +333,7 @@ def test_verdicts_appear_on_the_overview_and_in_the_token_table(catalog_copy, op
     add_verdicts(catalog_copy)
     overview = open_page(catalog_copy)
     assert "Tokens per verdict" in texts(overview.subheader)
-    verdicts = overview.dataframe[3].value
+    verdicts = next(d.value for d in overview.dataframe if "verified" in d.value.columns)  # the tokens-per-verdict table
     assert verdicts.loc["SmolLM2-135M-Instruct.Q4_1", "verified"] == 2
 
     model = open_page(catalog_copy, "page_model.py", model="1")
