@@ -107,7 +107,7 @@ def test_only_missing_stages_run_failures_do_not_stop_others_and_interrupted_run
     assert reingest_registry(engine, path, loaded_models=loaded) == EXIT_OK
     assert f"{MINILM} embedding_stats: running (run {interrupted} was interrupted after 0 rows: it resumes)" in log.text
     assert f"{MINILM} tokenizer_facts: skipped" in log.text
-    assert f"{MINILM} embedding_stats: succeeded ({MINILM_VOCAB + 20 * 3 + 8} rows" in log.text
+    assert f"{MINILM} embedding_stats: succeeded ({2 * MINILM_VOCAB + 20 * 3 + 8} rows" in log.text  # statistics and map rows per token, neighbours, clusters
     assert f"resumed run {interrupted})" in log.text
     assert [run.id for run in runs(engine, "embedding_stats")] == [interrupted]
     assert len(runs(engine, "embedding_stats", "failed")) == 1
@@ -156,7 +156,7 @@ def test_postgresql_advisory_lock_guards_a_catalog_shared_by_hosts(engine: Engin
 def test_cli_reports_a_bad_registry_in_one_line(db_url: str, tmp_path: Path, capsys) -> None:
     path = registry(tmp_path, 'spec = "x"\nstages = ["tokenizer_facts", "nope"]')
     assert main(["--db", db_url, "reingest", "--registry", str(path)]) == 2
-    assert capsys.readouterr().err == f"glitchdex: error: {path}:3: unknown stage 'nope'; known: tokenizer_facts, embedding_stats, probes, prompt_search, nokens\n"
+    assert capsys.readouterr().err == f"glitchdex: error: {path}:3: unknown stage 'nope'; known: tokenizer_facts, embedding_stats, probes, prompt_search, nokens, evaluation\n"
 
 
 def test_watch_mode_keeps_cycling_after_a_failing_cycle(db_url: str, tmp_path: Path) -> None:

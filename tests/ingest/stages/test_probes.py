@@ -171,4 +171,4 @@ def test_cli_verdicts_lists_verified_tokens(candidate_run, capsys):
     engine, _ = candidate_run
     assert main(["--db", str(engine.url), "verdicts", SMOLLM2, "--verdict", "verified"]) == 0
     out = capsys.readouterr().out
-    assert repr(_top_candidates(engine, 1)[0].piece) in out and "rejected" not in out
+    assert repr(_top_candidates(engine, 1)[0].readable) in out and "rejected" not in out
