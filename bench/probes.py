@@ -7,7 +7,8 @@
 
 Part 1 runs the whole probes stage (catalog writes, verdicts, determinism check
 included) in candidate mode on a fresh catalog; part 2 times sweep-mode probing
-alone (no catalog) on the first ``--sweep-tokens`` token ids, beside a plain
+alone (no catalog) on ``--sweep-tokens`` token ids spread evenly over the
+vocabulary (the first ids are bytes and specials, not typical), beside a plain
 batched ``generate`` loop of one repeat prompt (the whole echo prompt per token,
 three greedy tokens) over the same ids, and prints the sweep's share of the
 machine's matmul peak (a big matmul timed in the same run, same dtype).
@@ -34,7 +35,7 @@ from ingest.compute.probes import SWEEP_TEMPLATES, TEMPLATES_BY_NAME, Prober, re
 from ingest.jobs.pipeline import ingest
 from ingest.load.models import load
 from ingest.jobs.runner import run_stage
-from ingest.stages.probes import PROBES
+from ingest.stages.probes import PROBES, ProbeParams
 
 FAST_STATS = StatsParams(n_clusters=32, n_seeds=3, n_neighbor_tokens=200, n_neighbors=5)
 
@@ -61,28 +62,42 @@ def result_tokens(engine) -> int:
         return conn.scalar(select(func.count(ProbeResult.token_id.distinct())))
 
 
-def bench_sweep(model, tokenizer, args) -> float:
+def spread_ids(model, n: int) -> list[int]:
+    """``n`` token ids evenly spaced over the vocabulary."""
+    vocab = model.get_input_embeddings().weight.shape[0]
+    return list(range(0, vocab, max(1, vocab // n)))[:n]
+
+
+def bench_sweep(model, tokenizer, args, settled_prob: float | None) -> tuple[float, float]:
+    """Sweep tokens/s and GFLOP/s of weight FLOPs; with ``settled_prob`` the way the stage sweeps by default: settled rows stop, settled tokens skip later templates."""
     templates = [TEMPLATES_BY_NAME[name] for name in SWEEP_TEMPLATES]
-    prober = Prober(model, tokenizer, templates, mode="sweep", positions=3, batch_size=args.batch_size, device=args.device)
-    token_ids = list(range(min(args.sweep_tokens, model.get_input_embeddings().weight.shape[0])))
+    prober = Prober(
+        model, tokenizer, templates, mode="sweep", positions=3, batch_size=args.batch_size, device=args.device, settled_prob=settled_prob
+    )
+    token_ids = spread_ids(model, args.sweep_tokens)
     prober.run([(token_ids[0], t) for t in templates])  # warm-up: prefix caches, kernels
     synchronize(args.device)
     start = time.perf_counter()
-    prober.run([(token_id, t) for t in templates for token_id in token_ids])
+    if settled_prob is None:
+        records = prober.run([(token_id, t) for t in templates for token_id in token_ids])
+    else:
+        records = prober.sweep_until_settled(token_ids, templates)
     synchronize(args.device)
     seconds = time.perf_counter() - start
     rate = len(token_ids) / seconds
+    steps = sum(len(r.position_probs) for r in records) / len(records)
+    how = "every step, every template" if settled_prob is None else f"settled (p >= {settled_prob}) probes stop, settled tokens skip later templates"
     print(
-        f"sweep: {len(token_ids)} tokens x {len(templates)} templates, batch {args.batch_size}, {args.dtype} on {args.device}: "
-        f"{seconds:.1f} s -> {rate:.1f} tokens/s"
+        f"sweep, {how}: {len(token_ids)} tokens x {len(templates)} templates, batch {args.batch_size}, {args.dtype} on {args.device}: "
+        f"{seconds:.1f} s -> {rate:.1f} tokens/s ({len(records) / len(token_ids):.2f} probes and {steps:.2f} greedy steps per probe)"
     )
-    return rate
+    return rate, sweep_gflop(model, tokenizer, records) / seconds
 
 
 def bench_generate_loop(model, tokenizer, args) -> float:
     """Probes/s of a plain batched greedy ``generate`` of the echo prompt (no shared prefix, no sweep tricks)."""
     prompt = render_prompt(tokenizer, TEMPLATES_BY_NAME["echo_fewshot"])
-    token_ids = list(range(min(args.sweep_tokens, model.get_input_embeddings().weight.shape[0])))
+    token_ids = spread_ids(model, args.sweep_tokens)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def run(ids: list[int]) -> None:
@@ -116,16 +131,20 @@ def matmul_peak(device: str, dtype: torch.dtype, size: int = 2048, repeats: int 
     return repeats * 2 * size**3 / (time.perf_counter() - start) / 1e9
 
 
-def sweep_gflop_per_token(model, tokenizer, positions: int = 3) -> float:
-    """Weight FLOPs of one token's sweep (every sweep template): each tail position and greedy step runs the
+def sweep_gflop(model, tokenizer, records) -> float:
+    """Weight FLOPs of the probes done: each tail position and each greedy step after the first runs the
     non-embedding weights, each scored step the LM head. Attention scores are left out (short prompts)."""
     d_vocab, d_model = model.get_input_embeddings().weight.shape
     body = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name and "lm_head" not in name)
+    tails = {}
+    for record in records:
+        if record.template.name not in tails:
+            prompt = render_prompt(tokenizer, record.template)
+            tails[record.template.name] = len(prompt.ids(0)) - len(prompt.prefix)
     total = 0.0
-    for name in SWEEP_TEMPLATES:
-        prompt = render_prompt(tokenizer, TEMPLATES_BY_NAME[name])
-        tail = len(prompt.ids(0)) - len(prompt.prefix)
-        total += 2 * body * (tail + positions - 1) + 2 * d_vocab * d_model * positions
+    for record in records:
+        steps = len(record.position_probs)
+        total += 2 * body * (tails[record.template.name] + steps - 1) + 2 * d_vocab * d_model * steps
     return total / 1e9
 
 
@@ -159,14 +178,19 @@ def main() -> None:
     model = random_weight_model(loaded, dtype, args.device) if args.random_weights else loaded.model
     print(f"{loaded.name}: loaded in {time.perf_counter() - start:.1f} s; {torch.get_num_threads()} CPU threads; load average {os.getloadavg()[0]:.1f}")
     candidate_rate = None if args.sweep_only or args.random_weights else bench_candidates(loaded, args)
-    sweep_rate = bench_sweep(model, loaded.tokenizer, args)
+    bench_sweep(model, loaded.tokenizer, args, settled_prob=None)
+    defaults = ProbeParams.sweep()
+    sweep_rate, achieved = bench_sweep(model, loaded.tokenizer, args, defaults.thresholds.weak_below if defaults.stop_when_settled else None)
     if candidate_rate:
         print(f"sweep / candidates: {sweep_rate / candidate_rate:.0f}x tokens/s")
     loop_rate = bench_generate_loop(model, loaded.tokenizer, args)
+    # Per token the loop would need one probe per sweep template to reach the same verdict.
     sweep_probe_rate = sweep_rate * len(SWEEP_TEMPLATES)
-    print(f"sweep / generate loop: {sweep_probe_rate / loop_rate:.1f}x probes/s ({sweep_probe_rate:.1f} vs {loop_rate:.1f})")
+    print(
+        f"sweep / generate loop: {sweep_probe_rate / loop_rate:.1f}x verdict-equivalent probes/s ({sweep_probe_rate:.1f} vs {loop_rate:.1f}); "
+        f"{sweep_rate / loop_rate:.1f}x tokens/s with {len(SWEEP_TEMPLATES)} templates against the loop's one"
+    )
     peak = matmul_peak(args.device, dtype)
-    achieved = sweep_rate * sweep_gflop_per_token(model, loaded.tokenizer)
     print(f"matmul peak {peak:.1f} GFLOP/s ({args.dtype}); the sweep reaches {achieved:.1f} GFLOP/s of weight FLOPs = {achieved / peak:.0%} of it")
     vocab = model.get_input_embeddings().weight.shape[0]
     print(f"full sweep of {vocab} tokens at this rate: {vocab / sweep_rate / 60:.1f} min; load average now {os.getloadavg()[0]:.1f}")

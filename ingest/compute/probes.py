@@ -11,8 +11,8 @@ run a batch of probes, with the same result record:
 - :func:`sweep_probes` (sweep mode, meant for a GPU over a whole vocabulary):
   one template per batch, so every prompt has the same length; the KV cache of
   the shared text before the first placeholder is computed once and expanded to
-  the batch, and only last-position logits are computed for ``positions`` greedy
-  steps.
+  the batch, only last-position logits are computed for up to ``positions``
+  greedy steps, and a row whose verdict is settled stops stepping.
 
 Shapes: ``batch`` probes, ``pos`` prompt positions, ``d_vocab`` logits.
 """
@@ -20,7 +20,7 @@ Shapes: ``batch`` probes, ``pos`` prompt positions, ``d_vocab`` logits.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,6 +202,10 @@ class ProbeRecord:
     @property
     def target_rank(self) -> int:
         return min(self.position_ranks)
+
+    def settled(self, settled_prob: float) -> bool:
+        """Whether some step predicted the target (rank 1) with at least ``settled_prob``: passed, whatever follows."""
+        return any(rank == 1 and prob >= settled_prob for prob, rank in zip(self.position_probs, self.position_ranks))
 
 
 def target_prob_and_rank(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -418,24 +422,46 @@ def sweep_probes(
     *,
     positions: int,
     device: str,
+    settled_prob: float | None = None,
 ) -> list[ProbeRecord]:
     """Probe a batch of tokens with one template, reusing the ``prefix`` cache and computing last-position logits only.
 
     The first forward runs the tail (token and the text after it) of every row at
-    once; each further greedy step runs one position per row.
+    once; each further greedy step runs one position per row. With ``settled_prob``,
+    a row stops at the first step where the model predicts the target (rank 1) with
+    at least that probability (the probe has passed and, when ``settled_prob`` is the
+    verdict's highest threshold, no later step can change the token's verdict) or at
+    an end token (later steps are not scored), so the remaining steps are spent on
+    the rows still undecided.
     """
-    cache = batch_cache(prefix, len(token_ids))
+    n = len(token_ids)
+    ends = torch.tensor(sorted(eos_ids(model, tokenizer)), dtype=torch.long, device=device)  # scoring stops at an end token
+    cache = batch_cache(prefix, n)
     target = torch.tensor(list(token_ids), dtype=torch.long, device=device)
-    step_input = prompt.tail_ids(target)  # [batch, tail_len]
-    steps_logits, generated = [], []
-    for _ in range(positions):
-        logits = model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # [batch, d_vocab]
-        steps_logits.append(logits)
-        step_input = logits.argmax(-1, keepdim=True)  # [batch, 1]
-        generated.append(step_input)
-    probs, ranks = target_prob_and_rank(torch.stack(steps_logits, dim=1), target)
+    probs = torch.zeros((n, positions))  # [batch, steps]
+    ranks = torch.zeros((n, positions), dtype=torch.long)
+    generated = torch.zeros((n, positions), dtype=torch.long)
+    steps_run = torch.zeros(n, dtype=torch.long)
+    active = torch.arange(n, device=device)  # rows still stepping
+    step_input = prompt.tail_ids(target)  # [active, tail_len]
+    for step in range(positions):
+        logits = model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # [active, d_vocab]
+        step_probs, step_ranks = target_prob_and_rank(logits[:, None], target[active])
+        next_ids = logits.argmax(-1)  # [active]
+        rows = active.cpu()
+        probs[rows, step], ranks[rows, step] = step_probs[:, 0].cpu(), step_ranks[:, 0].cpu()
+        generated[rows, step], steps_run[rows] = next_ids.cpu(), step + 1
+        if settled_prob is not None:
+            going_on = ((step_ranks[:, 0] > 1) | (step_probs[:, 0] < settled_prob)) & ~torch.isin(next_ids, ends)
+            if not going_on.all():
+                undecided = going_on.nonzero()[:, 0]
+                cache.batch_select_indices(undecided)
+                active, next_ids = active[undecided], next_ids[undecided]
+        if len(active) == 0:
+            break
+        step_input = next_ids[:, None]  # [active, 1]
     pairs = [(token_id, prompt.template) for token_id in token_ids]
-    return _records(pairs, torch.cat(generated, dim=1).cpu(), probs.cpu(), ranks.cpu(), eos_ids(model, tokenizer), [positions] * len(pairs))
+    return _records(pairs, generated, probs, ranks, set(ends.tolist()), steps_run.tolist())
 
 
 MODES = ("candidates", "sweep")
@@ -448,11 +474,23 @@ def _rows(insertion: Insertion | None, start: int, stop: int) -> Insertion | Non
 class Prober:
     """Runs (token id, template) probes in batches of ``batch_size`` (halved on out-of-memory), the way ``mode`` says."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, templates: Sequence[Template], *, mode: str, positions: int, batch_size: int, device: str):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        templates: Sequence[Template],
+        *,
+        mode: str,
+        positions: int,
+        batch_size: int,
+        device: str,
+        settled_prob: float | None = None,
+    ):
         if mode not in MODES:
             raise CatalogError(f"unknown probe mode {mode!r}; choose one of {', '.join(MODES)}")
         self.model, self.tokenizer, self.mode = model, tokenizer, mode
         self.positions, self.device = positions, device
+        self.settled_prob = settled_prob  # sweep mode: stop a row once it passes this surely (see sweep_probes)
         self.batches = AdaptiveBatches(batch_size, device)  # halves on out-of-memory; .batch_size is the size in use
         self.prompts = {t.name: render_prompt(tokenizer, t) for t in templates}
         self._caches: dict[str, DynamicCache] = {}
@@ -471,6 +509,27 @@ class Prober:
             raise CatalogError("sweep mode probes token ids only: run inserted vectors in candidate mode")
         return self._sweep(pairs)
 
+    def sweep_until_settled(
+        self, token_ids: Sequence[int], templates: Sequence[Template], *, every_template: Collection[int] = ()
+    ) -> list[ProbeRecord]:
+        """Sweep the templates in turn, each over the tokens no earlier template settled (see :meth:`ProbeRecord.settled`).
+
+        A token some template settles has passed with at least ``settled_prob``, so
+        with ``settled_prob`` the verdict's highest threshold no further template can
+        change its verdict. Tokens in ``every_template`` (controls, whose failure
+        rate per template calibrates the verdicts) get every template regardless.
+        Listing the cheapest template first saves the most.
+        """
+        if self.mode != "sweep" or self.settled_prob is None:
+            raise CatalogError("sweep_until_settled needs a sweep-mode prober with settled_prob")
+        records, open_ids = [], list(token_ids)
+        for template in templates:
+            probed = self.run([(token_id, template) for token_id in open_ids])
+            records += probed
+            settled = {r.token_id for r in probed if r.settled(self.settled_prob)}
+            open_ids = [t for t in open_ids if t not in settled or t in every_template]
+        return records
+
     def _sweep(self, pairs: Sequence[tuple[int, Template]]) -> list[ProbeRecord]:
         by_template: dict[str, list[int]] = {}
         for token_id, template in pairs:
@@ -482,7 +541,8 @@ class Prober:
                 self._caches[name] = prefix_cache(self.model, prompt, self.device)
             records += self.batches.map(
                 lambda batch: sweep_probes(
-                    self.model, self.tokenizer, prompt, self._caches[name], batch, positions=self.positions, device=self.device
+                    self.model, self.tokenizer, prompt, self._caches[name], batch, positions=self.positions, device=self.device,
+                    settled_prob=self.settled_prob,
                 ),
                 token_ids,
             )

@@ -54,11 +54,15 @@ class ProbeParams:
     determinism_sample: int = 4
     sweep_limit: int | None = None  # sweep only the first N token ids (benchmarks, tests)
     sweep_sample: int | None = None  # sweep a seeded uniform random sample of N token ids instead of all (large vocabularies)
+    # Sweep mode: a probe stops at the step where the target is predicted with p >= thresholds.weak_below, and the
+    # token skips the later templates (controls excepted): its verdict is settled (rejected). So a stored output may
+    # be shorter than `positions`, its probability is a lower bound, and a rejected token may lack later templates' rows.
+    stop_when_settled: bool = False
     thresholds: Thresholds = field(default_factory=Thresholds)
 
     @classmethod
     def sweep(cls, **overrides: Any) -> ProbeParams:
-        return cls(**{"mode": "sweep", "templates": SWEEP_TEMPLATES, "batch_size": 256, **overrides})
+        return cls(**{"mode": "sweep", "templates": SWEEP_TEMPLATES, "batch_size": 256, "stop_when_settled": True, **overrides})
 
 
 @dataclass
@@ -94,7 +98,10 @@ class ProbesStage:
         """Sweep mode starts from the sweep defaults (templates, batch size)."""
         if values.get("mode", "candidates") not in MODES:
             raise ParamError("mode", f"probes mode must be one of {', '.join(MODES)}, not {values['mode']!r}")
-        return build_params(ProbeParams, values, base=ProbeParams.sweep() if values.get("mode") == "sweep" else ProbeParams())
+        params = build_params(ProbeParams, values, base=ProbeParams.sweep() if values.get("mode") == "sweep" else ProbeParams())
+        if params.stop_when_settled and params.mode != "sweep":
+            raise ParamError("stop_when_settled", "probes stop_when_settled applies to sweep mode only (candidate mode keeps whole transcripts)")
+        return params
 
     def depends_on(self, params: ProbeParams) -> tuple[str, ...]:
         return ("embedding_stats",)
@@ -113,7 +120,8 @@ class ProbesStage:
             template_ids = upsert_templates(session.connection(), templates)
             selection = select_tokens(session.connection(), params, unit.upstream["embedding_stats"], unit.tokenizer_id)
         prober = Prober(
-            loaded.model, loaded.tokenizer, templates, mode=params.mode, positions=params.positions, batch_size=params.batch_size, device=unit.device
+            loaded.model, loaded.tokenizer, templates, mode=params.mode, positions=params.positions, batch_size=params.batch_size, device=unit.device,
+            settled_prob=params.thresholds.weak_below if params.stop_when_settled else None,
         )
         stage = _ProbeRun(prober, templates, template_ids, selection, params, unit.model_id, unit.tokenizer_id)
         chunk = CANDIDATE_CHUNK_TOKENS if params.mode == "candidates" else SWEEP_CHUNK_TOKENS
@@ -227,7 +235,10 @@ class _ProbeRun:
                 select(Token.token_id, Token.text).where(Token.tokenizer_id == self.tokenizer_id, Token.token_id.in_(token_ids))
             ).all()
         )
-        records = self.prober.run([(token_id, template) for token_id in token_ids for template in self.templates])
+        if self.params.stop_when_settled:
+            records = self.prober.sweep_until_settled(token_ids, self.templates, every_template=set(self.selection.controls))
+        else:
+            records = self.prober.run([(token_id, template) for token_id in token_ids for template in self.templates])
         rows = [self._result_row(record, texts[record.token_id], run_id) for record in records]
         return bulk_insert(conn, ProbeResult.__table__, rows)
 

@@ -7,6 +7,7 @@ from ingest.compute.probes import (
     TEMPLATES_BY_NAME,
     Insertion,
     Prober,
+    ProbeRecord,
     decoder_layers,
     embedding_scale,
     generate_probes,
@@ -90,6 +91,47 @@ def test_sweep_and_candidate_modes_give_the_same_greedy_start(smollm2):
     for a, b in zip(generated, swept, strict=True):
         assert a.output_ids[:3] == b.output_ids[:3]
         assert a.position_probs == pytest.approx(b.position_probs, abs=1e-4)
+
+
+def test_settled_rows_stop_stepping_and_the_others_match_every_step(smollm2):
+    """A row stops at the step where the target is predicted with p >= 0.1 (or at an end token); the others run all three steps unchanged."""
+    tokenizer, model = smollm2.tokenizer, smollm2.model
+    prompt = render_prompt(tokenizer, ECHO)
+    prefix = prefix_cache(model, prompt, "cpu")
+    token_ids = _ids(tokenizer, NORMAL) + list(UNDERTRAINED.values())
+    every = sweep_probes(model, tokenizer, prompt, prefix, token_ids, positions=3, device="cpu")
+    early = sweep_probes(model, tokenizer, prompt, prefix, token_ids, positions=3, device="cpu", settled_prob=0.1)
+    for full, cut in zip(every, early, strict=True):
+        steps = len(cut.position_probs)
+        assert cut.position_probs == pytest.approx(full.position_probs[:steps], abs=1e-4)
+        assert cut.output_ids == full.output_ids[:steps]
+        if steps < len(full.position_probs):
+            assert cut.settled(0.1) and not ProbeRecord(0, ECHO, [], cut.position_probs[:-1], cut.position_ranks[:-1]).settled(0.1)
+    assert [len(r.position_probs) for r in early[:2]] == [1, 1]  # ' cat' and ' hello' come back at once
+    ends = {tokenizer.eos_token_id}
+    assert all(len(r.position_probs) == 3 or r.settled(0.1) or r.output_ids[-1] in ends for r in early)
+    assert not any(r.settled(0.1) for r in early[2:])  # under-trained pieces never come back
+
+
+def test_sweep_until_settled_skips_later_templates_only_for_settled_tokens_and_never_for_controls(smollm2):
+    tokenizer = smollm2.tokenizer
+    cat, hello = _ids(tokenizer, NORMAL)
+    broken = list(UNDERTRAINED.values())
+    prober = Prober(smollm2.model, tokenizer, [ECHO, LIST], mode="sweep", positions=3, batch_size=8, device="cpu", settled_prob=0.1)
+    records = prober.sweep_until_settled([cat, hello, *broken], [ECHO, LIST], every_template={hello})
+    templates = {}
+    for record in records:
+        templates.setdefault(record.token_id, []).append(record.template.name)
+    assert templates[cat] == ["echo_fewshot"]
+    assert templates[hello] == ["echo_fewshot", "continue_list"]
+    assert all(templates[t] == ["echo_fewshot", "continue_list"] for t in broken)
+    every = Prober(smollm2.model, tokenizer, [ECHO, LIST], mode="sweep", positions=3, batch_size=8, device="cpu").run(
+        [(t, template) for t in [cat, hello, *broken] for template in (ECHO, LIST)]
+    )
+    best = lambda rs, t: max(r.target_prob for r in rs if r.token_id == t)  # noqa: E731
+    for token_id in broken:  # undecided tokens: the same maximum as probing everything
+        assert best(records, token_id) == pytest.approx(best(every, token_id), abs=1e-4)
+    assert best(records, cat) >= 0.1 and best(every, cat) >= 0.1
 
 
 def test_sweep_cache_handles_sliding_window_layers(smollm2):

