@@ -220,3 +220,67 @@ def calibrate(
         top_interval=top_interval,
         separates=separates,
     )
+
+
+# --- learned combination (leave-one-model-out) --------------------------------------------
+
+LEARNED = "learned"
+CATEGORY_PREFIX = "category:"
+
+
+def percentile_ranks(values: Tensor) -> Tensor:
+    """Each value's mid-rank share among the model's tokens, so one model's scale transfers to another's.
+
+    NaN (no value for that token) becomes 0.5, the uninformative middle. [n] -> [n] float64 in [0, 1].
+    """
+    values = values.double()
+    known = ~values.isnan()
+    ranks = torch.full_like(values, 0.5)
+    if known.sum() > 1:
+        present = values[known]
+        below = torch.searchsorted(present.sort().values, present, right=False).double()
+        not_above = torch.searchsorted(present.sort().values, present, right=True).double()
+        ranks[known] = (below + not_above - 1) / 2 / (len(present) - 1)
+    return ranks
+
+
+def shared_features(models: Sequence[Mapping[str, Tensor]]) -> list[str]:
+    """Indicators every model has, plus every tokenizer category any model has (a model without one is all zeros)."""
+    numeric = set.intersection(*({n for n in m if not n.startswith(CATEGORY_PREFIX)} for m in models)) - {LEARNED}
+    categories = set().union(*({n for n in m if n.startswith(CATEGORY_PREFIX)} for m in models))
+    return sorted(numeric) + sorted(categories)
+
+
+def feature_matrix(scores: Mapping[str, Tensor], features: Sequence[str], n: int) -> Tensor:
+    """Percentile ranks of the numeric indicators and 0/1 categories, one column per feature.  -> [n, features]."""
+    columns = []
+    for name in features:
+        if name.startswith(CATEGORY_PREFIX):
+            columns.append(scores[name].double() if name in scores else torch.zeros(n, dtype=torch.float64))
+        else:
+            columns.append(percentile_ranks(scores[name]))
+    return torch.stack(columns, dim=1)
+
+
+def learned_scores(
+    training: Sequence[tuple[Mapping[str, Tensor], Tensor]], held_out: Mapping[str, Tensor], n: int, seed: int = 0
+) -> tuple[Tensor, list[str]]:
+    """Score the held-out model's tokens by a logistic regression fitted on other models' indicators and truth.
+
+    ``training``: per other model, its indicator scores (name -> [m]) and truth [m] bool; ``held_out``:
+    this model's scores (name -> [n]). Features are percentile ranks within each model, so no model's
+    units leak into another's; classes are balanced (verified tokens are a few percent). Returns the
+    scores [n] (probability of verified) and the features used.
+    """
+    from sklearn.linear_model import (
+        LogisticRegression,  # scikit-learn is heavy to import; only evaluation needs it
+    )
+
+    features = shared_features([scores for scores, _ in training] + [held_out])
+    x = torch.cat([feature_matrix(scores, features, len(truth)) for scores, truth in training]).numpy()
+    y = torch.cat([truth for _, truth in training]).numpy()
+    if y.all() or not y.any():
+        raise ValueError("the training models' truth has a single class")
+    model = LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed).fit(x, y)
+    probabilities = model.predict_proba(feature_matrix(held_out, features, n).numpy())[:, 1]
+    return torch.from_numpy(probabilities), features

@@ -28,17 +28,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from torch import Tensor
 
 from catalog.database import CatalogError, bulk_insert
 from catalog.queries import require_run
-from catalog.schema import EmbeddingStat, Evaluation, IngestRun, ProbeResult, ProbeTemplate, Token, TokenIndicator, TokenVerdict
+from catalog.queries.status import UPSTREAM_KEY
+from catalog.schema import (
+    EmbeddingStat,
+    Evaluation,
+    IngestRun,
+    Model,
+    ProbeResult,
+    ProbeTemplate,
+    Token,
+    TokenIndicator,
+    TokenVerdict,
+)
 from ingest.compute.embedding_stats import head_projection_score, identical_row_counts
 from ingest.compute.evaluation import (
     BUDGETS,
+    CATEGORY_PREFIX,
+    LEARNED,
     R_PRECISION,
     Calibration,
     IndicatorFigures,
@@ -46,6 +59,7 @@ from ingest.compute.evaluation import (
     calibrate,
     candidates_at,
     evaluate_indicator,
+    learned_scores,
     union_figures,
     wilson_interval,
 )
@@ -76,6 +90,7 @@ class EvaluationParams:
     head_directions: int = 16  # leading singular directions of head_projection
     identical_tolerance: float = 1e-3  # identical_rows: rows equal after rounding to this x the matrix RMS
     first_forward: bool = True  # one forward per ranked token (causal LMs)
+    learned: bool = True  # a logistic regression on every other evaluated model's indicators and truth
     batch_size: int = 256
 
 
@@ -103,6 +118,100 @@ def require_sweep(conn: Connection, probes_run: int, model_name: str) -> None:
         raise CatalogError(
             f"the latest probes run ({probes_run}) probed candidates only; evaluation needs a sweep: `glitchdex probe {model_name} --mode sweep [--sample N]`"
         )
+
+
+def read_truth(conn: Connection, tokenizer_id: int, probes_run: int) -> Truth:
+    """The ranked tokens of a sweep probes run and their verdicts."""
+    categories = dict(conn.execute(select(Token.token_id, Token.category).where(Token.tokenizer_id == tokenizer_id)).all())
+    verdicts = conn.execute(
+        select(TokenVerdict.token_id, TokenVerdict.verdict, TokenVerdict.selected_by).where(TokenVerdict.run_id == probes_run)
+    ).all()
+    probe_params = conn.scalar(select(IngestRun.params).where(IngestRun.id == probes_run))
+    sampled = probe_params.get("sweep_sample") is not None or probe_params.get("sweep_limit") is not None
+    controls = [(r.token_id, r.verdict == TRUTH_VERDICT) for r in verdicts if CONTROL in r.selected_by.split(",")]
+    control_ids = {token_id for token_id, _ in controls}
+    ranked = sorted(
+        (r.token_id, r.verdict == TRUTH_VERDICT)
+        for r in verdicts
+        if r.verdict != "untested"
+        and categories[r.token_id] not in NOT_RANKED
+        # A sample's controls were added to it, not drawn: leaving them out keeps the sample uniform.
+        and not (sampled and r.token_id in control_ids)
+    )
+    return Truth(
+        token_ids=torch.tensor([t for t, _ in ranked], dtype=torch.long),
+        verified=torch.tensor([v for _, v in ranked], dtype=torch.bool),
+        controls=[t for t, _ in controls],
+        control_verified=[v for _, v in controls],
+        sampled=sampled,
+        categories=categories,
+    )
+
+
+def stat_scores(conn: Connection, stats_run: int, token_ids: Tensor) -> dict[str, Tensor]:
+    """Each embedding statistic of a stats run as a score over ``token_ids`` (higher = more anomalous).  -> name: [n]."""
+    columns = [column for column, _ in STAT_SCORES.values()]
+    rows = conn.execute(select(EmbeddingStat.token_id, *columns).where(EmbeddingStat.run_id == stats_run)).all()
+    by_id = {row[0]: row[1:] for row in rows}
+    scores = {}
+    for i, (name, (_, sign)) in enumerate(STAT_SCORES.items()):
+        values = [by_id[t][i] if t in by_id else None for t in token_ids.tolist()]
+        if all(v is None for v in values):
+            continue  # e.g. unembed_norm of a tied model
+        scores[name] = sign * torch.tensor([float("nan") if v is None else v for v in values], dtype=torch.float64)
+    return scores
+
+
+def category_scores(truth: Truth) -> dict[str, Tensor]:
+    """Each tokenizer category but 'normal' as a yes/no score over the ranked tokens."""
+    ranked = [truth.categories[t] for t in truth.token_ids.tolist()]
+    return {
+        f"{CATEGORY_PREFIX}{name}": torch.tensor([c == name for c in ranked], dtype=torch.float32)
+        for name in sorted(set(ranked) - {"normal"})
+    }
+
+
+@dataclass(frozen=True)
+class EvaluatedModel:
+    """Another model's latest evaluation: what the learned combination trains on."""
+
+    name: str
+    run_id: int
+    scores: dict[str, Tensor]  # every stored indicator over its ranked tokens
+    truth: Tensor  # [n] bool
+
+
+def other_evaluations(conn: Connection, model_id: int) -> list[EvaluatedModel]:
+    """The latest succeeded evaluation of every other model, its indicators read back from the catalog."""
+    latest = (
+        select(IngestRun.model_id, func.max(IngestRun.id).label("run_id"))
+        .where(IngestRun.stage == STAGE, IngestRun.status == "succeeded", IngestRun.model_id != model_id)
+        .group_by(IngestRun.model_id)
+        .subquery()
+    )
+    evaluated = []
+    for row in conn.execute(
+        select(Model.name, Model.tokenizer_id, IngestRun.id, IngestRun.params)
+        .join(latest, latest.c.run_id == IngestRun.id)
+        .join(Model, Model.id == IngestRun.model_id)
+        .order_by(Model.name)
+    ):
+        upstream = row.params[UPSTREAM_KEY]
+        truth = read_truth(conn, row.tokenizer_id, upstream["probes"])
+        scores = {**stat_scores(conn, upstream["embedding_stats"], truth.token_ids), **category_scores(truth)}
+        stored = conn.execute(
+            select(TokenIndicator.indicator, TokenIndicator.token_id, TokenIndicator.value).where(
+                TokenIndicator.run_id == row.id, TokenIndicator.indicator != LEARNED
+            )
+        ).all()
+        position = {t: i for i, t in enumerate(truth.token_ids.tolist())}
+        for indicator in sorted({r.indicator for r in stored}):
+            scores[indicator] = torch.full((len(position),), float("nan"), dtype=torch.float64)
+        for r in stored:
+            if r.token_id in position:
+                scores[r.indicator][position[r.token_id]] = r.value
+        evaluated.append(EvaluatedModel(row.name, row.id, scores, truth.verified))
+    return evaluated
 
 
 class EvaluationStage:
@@ -140,19 +249,25 @@ class _Evaluation:
         self.model_id, self.tokenizer_id, self.stats_run, self.probes_run = model_id, tokenizer_id, stats_run, probes_run
 
     def write(self, conn: Connection, run_id: int) -> tuple[int, dict[str, Any]]:
-        truth = self._truth(conn)
+        truth = read_truth(conn, self.tokenizer_id, self.probes_run)
         if not len(truth.token_ids):
             raise CatalogError(f"probes run {self.probes_run} has no rankable tokens (all special, placeholder or untested)")
-        new_indicators = self._new_indicators(truth.token_ids, max(truth.categories) + 1)
-        indicator_rows = self._token_indicator_rows(run_id, new_indicators, truth.categories)
-        scores = {**self._stat_scores(conn, truth.token_ids), **{name: values[truth.token_ids] for name, values in new_indicators.items()}}
+        n_ids = max(truth.categories) + 1
+        new_indicators = self._new_indicators(truth.token_ids, n_ids)
+        scores = {**stat_scores(conn, self.stats_run, truth.token_ids), **{name: values[truth.token_ids] for name, values in new_indicators.items()}}
         scores = {name: values.float() for name, values in scores.items()}
-        scores.update(self._category_scores(truth))
+        scores.update(category_scores(truth))
         figures = [evaluate_indicator(name, values, truth.verified, truth.token_ids, self.params.budgets) for name, values in scores.items()]
         union, missed = union_figures(scores, truth.verified, truth.token_ids, self.params.budgets)
+        learned, learned_report = self._learned(conn, scores, truth, figures)
+        if learned is not None:
+            figures.append(evaluate_indicator(LEARNED, learned, truth.verified, truth.token_ids, self.params.budgets))
+            new_indicators[LEARNED] = torch.full((n_ids,), float("nan"), dtype=torch.float64).index_put_((truth.token_ids,), learned.double())
+            learned_report = {**learned_report, **self._learned_verdict(figures)}
+        indicator_rows = self._token_indicator_rows(run_id, new_indicators, truth.categories)
         rows = [row for f in [*figures, union] for row in self._evaluation_rows(run_id, f, truth)]
         n_rows = bulk_insert(conn, Evaluation.__table__, rows) + bulk_insert(conn, TokenIndicator.__table__, indicator_rows)
-        calibration = self._calibration(conn, truth, figures, scores)
+        calibration = self._calibration(conn, truth, figures, {**scores, **({LEARNED: learned} if learned is not None else {})})
         extra = {
             "truth": f"verdict {TRUTH_VERDICT!r} of probes run {self.probes_run} (target probability below the threshold in every target template)",
             "sampled": truth.sampled,
@@ -160,56 +275,39 @@ class _Evaluation:
             "n_truth": int(truth.verified.sum()),
             "best_indicator": calibration.best_indicator,
             "calibration": {**dataclasses.asdict(calibration), "statement": calibration.statement},
+            "learned": learned_report,
             "missed_by_all": {label: ids.tolist() for label, ids in missed.items()},
         }
         return n_rows, extra
 
-    # --- inputs ----------------------------------------------------------------------
+    def _learned(self, conn: Connection, scores: dict[str, Tensor], truth: Truth, figures: list[IndicatorFigures]) -> tuple[Tensor | None, dict[str, Any]]:
+        """The learned combination, trained on every other evaluated model of the catalog (leave this one out)."""
+        if not self.params.learned:
+            return None, {"statement": "not computed (learned = false)"}
+        training = [m for m in other_evaluations(conn, self.model_id) if m.truth.any() and not m.truth.all()]
+        if not training:
+            return None, {"statement": "no other evaluated model in the catalog to learn from: evaluate another model, then this one again"}
+        values, features = learned_scores([(m.scores, m.truth) for m in training], scores, len(truth.token_ids))
+        trained_on = [{"model": m.name, "evaluation_run": m.run_id, "n_ranked": len(m.truth), "n_truth": int(m.truth.sum())} for m in training]
+        return values.float(), {"trained_on": trained_on, "features": features}
 
-    def _truth(self, conn: Connection) -> Truth:
-        categories = dict(conn.execute(select(Token.token_id, Token.category).where(Token.tokenizer_id == self.tokenizer_id)).all())
-        verdicts = conn.execute(
-            select(TokenVerdict.token_id, TokenVerdict.verdict, TokenVerdict.selected_by).where(TokenVerdict.run_id == self.probes_run)
-        ).all()
-        probe_params = conn.scalar(select(IngestRun.params).where(IngestRun.id == self.probes_run))
-        sampled = probe_params.get("sweep_sample") is not None or probe_params.get("sweep_limit") is not None
-        controls = [(r.token_id, r.verdict == TRUTH_VERDICT) for r in verdicts if CONTROL in r.selected_by.split(",")]
-        control_ids = {token_id for token_id, _ in controls}
-        ranked = sorted(
-            (r.token_id, r.verdict == TRUTH_VERDICT)
-            for r in verdicts
-            if r.verdict != "untested"
-            and categories[r.token_id] not in NOT_RANKED
-            # A sample's controls were added to it, not drawn: leaving them out keeps the sample uniform.
-            and not (sampled and r.token_id in control_ids)
-        )
-        return Truth(
-            token_ids=torch.tensor([t for t, _ in ranked], dtype=torch.long),
-            verified=torch.tensor([v for _, v in ranked], dtype=torch.bool),
-            controls=[t for t, _ in controls],
-            control_verified=[v for _, v in controls],
-            sampled=sampled,
-            categories=categories,
-        )
-
-    def _stat_scores(self, conn: Connection, token_ids: Tensor) -> dict[str, Tensor]:
-        columns = [column for column, _ in STAT_SCORES.values()]
-        rows = conn.execute(select(EmbeddingStat.token_id, *columns).where(EmbeddingStat.run_id == self.stats_run)).all()
-        by_id = {row[0]: row[1:] for row in rows}
-        scores = {}
-        for i, (name, (_, sign)) in enumerate(STAT_SCORES.items()):
-            values = [by_id[t][i] if t in by_id else None for t in token_ids.tolist()]
-            if all(v is None for v in values):
-                continue  # e.g. unembed_norm of a tied model
-            scores[name] = sign * torch.tensor([float("nan") if v is None else v for v in values], dtype=torch.float64)
-        return scores
-
-    def _category_scores(self, truth: Truth) -> dict[str, Tensor]:
-        ranked = [truth.categories[t] for t in truth.token_ids.tolist()]
+    @staticmethod
+    def _learned_verdict(figures: list[IndicatorFigures]) -> dict[str, Any]:
+        """Whether the learned combination beats every single indicator's R-precision on this (held-out) model."""
+        r_precision = {f.indicator: next(r.precision for r in f.budgets if r.budget == R_PRECISION) or 0.0 for f in figures}
+        mine = r_precision.pop(LEARNED)
+        best = max(r_precision, key=r_precision.get)
+        beats = mine > r_precision[best]
+        verb = "beats" if beats else "does not beat"
         return {
-            f"category:{name}": torch.tensor([c == name for c in ranked], dtype=torch.float32)
-            for name in sorted(set(ranked) - {"normal"})
+            "r_precision": mine,
+            "best_single": best,
+            "best_single_r_precision": r_precision[best],
+            "beats_every_single_indicator": beats,
+            "statement": f"the learned combination (R-precision {mine:.3f}) {verb} the best single indicator, {best} ({r_precision[best]:.3f}), on this held-out model",
         }
+
+    # --- inputs ----------------------------------------------------------------------
 
     def _new_indicators(self, ranked_ids: Tensor, n_ids: int) -> dict[str, Tensor]:
         """Values for token ids below ``n_ids`` (first_forward: NaN outside the ranked tokens).  -> name: [n_vocab]."""

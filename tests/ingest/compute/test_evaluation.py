@@ -7,12 +7,16 @@ import torch
 
 from ingest.compute.evaluation import (
     ANY_INDICATOR,
+    LEARNED,
     R_PRECISION,
     average_precision,
     budget_size,
     calibrate,
     evaluate_indicator,
+    learned_scores,
+    percentile_ranks,
     ranking,
+    shared_features,
     union_figures,
     wilson_interval,
 )
@@ -92,3 +96,44 @@ def test_calibration_says_plainly_when_the_truth_does_not_separate():
     assert ranks_but_few.separates is True and "no more than the floor predicts (39)" in ranks_but_few.statement
     assert calibrate([], {}, 10, 100, None, 0, 0).separates is None
     assert not math.isnan(strong.floor)
+
+
+# --- learned combination ----------------------------------------------------------------
+
+
+def test_percentile_ranks_share_ties_and_put_nan_in_the_middle():
+    ranks = percentile_ranks(torch.tensor([3.0, 1.0, float("nan"), 2.0, 2.0]))
+    assert ranks.tolist() == [1.0, 0.0, 0.5, 0.5, 0.5]
+
+
+def test_shared_features_keep_common_indicators_and_every_category():
+    a = {"anomaly_score": torch.zeros(2), "first_forward": torch.zeros(2), "category:byte": torch.zeros(2), LEARNED: torch.zeros(2)}
+    b = {"anomaly_score": torch.zeros(3), "category:partial_utf8": torch.zeros(3)}
+    assert shared_features([a, b]) == ["anomaly_score", "category:byte", "category:partial_utf8"]
+
+
+def _model(n: int, scale: float, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Truth follows `signal` (in this model's own units) and `byte`; `noise` is unrelated."""
+    g = torch.Generator().manual_seed(seed)
+    signal = torch.rand(n, generator=g) * scale
+    byte = (torch.rand(n, generator=g) < 0.05).float()
+    truth = (signal > 0.9 * scale) | (byte > 0)
+    return {"signal": signal, "noise": torch.rand(n, generator=g), "category:byte": byte}, truth
+
+
+def test_a_combination_learned_on_one_model_ranks_another_models_truth_first_whatever_its_units():
+    train = _model(2000, scale=1.0, seed=0)
+    held_out, truth = _model(500, scale=1000.0, seed=1)  # another model's units: percentiles make them comparable
+    scores, features = learned_scores([train], held_out, len(truth))
+    assert features == ["noise", "signal", "category:byte"]
+    assert scores.shape == (500,) and bool(((scores >= 0) & (scores <= 1)).all())
+    figures = evaluate_indicator(LEARNED, scores, truth, torch.arange(500))
+    single = evaluate_indicator("signal", held_out["signal"], truth, torch.arange(500))
+    r_precision = {f.indicator: next(r.precision for r in f.budgets if r.budget == "R") for f in (figures, single)}
+    assert r_precision[LEARNED] > 0.95 > r_precision["signal"]  # it learned that bytes fail too
+
+
+def test_learning_from_a_single_class_is_refused():
+    scores, truth = _model(100, 1.0, 0)
+    with pytest.raises(ValueError, match="single class"):
+        learned_scores([(scores, torch.zeros(100, dtype=torch.bool))], scores, 100)

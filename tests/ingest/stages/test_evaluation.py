@@ -8,9 +8,15 @@ from sqlalchemy.orm import Session
 from catalog.database import CatalogError, make_engine
 from catalog.queries import evaluation_rows, latest_evaluation, missed_tokens
 from catalog.schema import Token, TokenIndicator, TokenVerdict
+from ingest.compute.evaluation import learned_scores
 from ingest.jobs.cli import main
 from ingest.jobs.runner import run_stage
-from ingest.stages.evaluation import EVALUATION, NOT_RANKED, EvaluationParams
+from ingest.stages.evaluation import (
+    EVALUATION,
+    NOT_RANKED,
+    EvaluationParams,
+    other_evaluations,
+)
 from ingest.stages.probes import PROBES, ProbeParams
 from tests.conftest import SMOLLM2, fresh_database
 
@@ -109,10 +115,37 @@ def test_cli_prints_the_table_and_refuses_a_candidate_run(evaluated, smollm2_cat
 
 
 def test_identical_rows_counts_equal_rows():
-    from ingest.compute.embedding_stats import head_projection_score, identical_row_counts
+    from ingest.compute.embedding_stats import (
+        head_projection_score,
+        identical_row_counts,
+    )
 
     rows = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
     rows[3] = rows[1]
     rows[5] = rows[1] + 1e-7  # within the quantisation step
     assert identical_row_counts(rows, 1e-3).tolist() == [0, 2, 0, 2, 0, 2]
     assert head_projection_score(rows, 2).shape == (6,)
+
+
+def test_a_lone_model_has_nothing_to_learn_from_and_says_so(evaluated):
+    engine, _ = evaluated
+    with Session(engine) as session:
+        run = latest_evaluation(session, SMOLLM2)
+        indicators = {r.indicator for r in evaluation_rows(session, run.run_id)}
+    assert run.params["learned"]["statement"].startswith("no other evaluated model in the catalog")
+    assert "learned" not in indicators
+
+
+def test_another_models_evaluation_reads_back_as_training_data(evaluated):
+    """What a later model's learned combination trains on: this run's ranked tokens, truth and every indicator."""
+    engine, _ = evaluated
+    with Session(engine) as session:
+        run = latest_evaluation(session, SMOLLM2)
+        [other] = other_evaluations(session.connection(), model_id=-1)
+    assert other.run_id == run.run_id and len(other.truth) == run.params["n_ranked"]
+    assert int(other.truth.sum()) == run.params["n_truth"]
+    assert {"anomaly_score", "first_forward", "head_projection", "identical_rows"} <= set(other.scores)
+    assert all(len(values) == len(other.truth) for values in other.scores.values())
+    assert not other.scores["first_forward"].isnan().any()  # every ranked token got its forward
+    scores, features = learned_scores([(other.scores, other.truth)], other.scores, len(other.truth))
+    assert "first_forward" in features and len(scores) == len(other.truth)
