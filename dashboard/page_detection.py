@@ -26,6 +26,10 @@ scope = "a seeded sample (95 % Wilson intervals)" if params["sampled"] else "the
 st.markdown(f"**{int(first['n_truth'])} verified** of {int(first['n_ranked'])} ranked tokens, from {scope}; probes run {params['upstream_runs']['probes']}.")
 calibration = params["calibration"]
 (st.success if calibration["separates"] else st.warning)(calibration["statement"])
+learned = params.get("learned")
+if learned:
+    trained_on = ", ".join(m["model"] for m in learned.get("trained_on", []))
+    st.caption(f"Learned combination{f' (trained on {trained_on})' if trained_on else ''}: {learned['statement']}")
 if calibration["template_floors"]:
     st.caption("Control tokens failing each template alone: " + " · ".join(f"{name} {share:.0%}" for name, share in calibration["template_floors"].items()))
 

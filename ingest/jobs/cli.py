@@ -210,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weak-below", type=float, default=Thresholds.weak_below, help="weakly verified below this")
     p.add_argument("--limit", type=int, help="sweep: only the first N token ids")
     p.add_argument("--sample", type=int, help="sweep: a seeded uniform random sample of N token ids (plus the controls) instead of all")
+    p.add_argument(
+        "--all-steps", action="store_true",
+        help="sweep: probe every template and step even where the verdict is already settled (default: settled probes stop)",
+    )
     p.add_argument("--force", action="store_true", help="probe again even if a run with these parameters succeeded")
     p.set_defaults(handler=cmd_probe)
 
@@ -562,6 +566,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         "determinism_sample": args.determinism,
         "sweep_limit": args.limit,
         "sweep_sample": args.sample,
+        "stop_when_settled": False if args.all_steps else None,
         "thresholds": {"verified_below": args.verified_below, "weak_below": args.weak_below},
     }
     params = PROBES.build(given(options))
@@ -623,6 +628,7 @@ def _print_evaluation(engine, model: str, n_missed: int) -> None:
         )
     print(run.statement)
     print(f"best indicator (R-precision): {run.params['best_indicator']}")
+    print(f"learned combination: {run.params.get('learned', {}).get('statement', 'not computed')}")
     print(f"{len(missed)} verified tokens no indicator ranks within 2%; the first {min(n_missed, len(missed))}:")
     for token in missed[:n_missed]:
         print(f"  {token.token_id:>7}  {token.category:<12} p={_figure(token.max_target_prob, '.4f')}  {_quoted(token.readable)}")
