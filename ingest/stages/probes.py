@@ -338,7 +338,8 @@ class _ProbeRun:
                 )
             )
         }
-        pairs = [(token_id, template) for token_id in sample for template in self.templates]
+        # Only the probes the run stored: a sweep skips the templates after the one that settles a token.
+        pairs = [(t, template) for t in sample for template in self.templates if (t, self.template_ids[template.name]) in stored]
         trials = {
             "alone": [(record, 1) for pair in pairs for record in self.prober.run([pair])],
             "reshuffled": [(record, min(len(pairs), self.prober.batches.batch_size)) for record in self.prober.run(pairs[::-1])],

@@ -155,6 +155,26 @@ def test_failed_run_leaves_no_rows_and_other_params_supersede_a_running_run(smol
     assert (statuses, rows) == (["failed", "failed"], 0)
 
 
+def test_a_settled_sweep_stores_later_templates_only_for_undecided_tokens_and_controls(smollm2, catalog):
+    params = ProbeParams.sweep(sweep_sample=24, templates=("echo_fewshot", "continue_list"), top=3, controls=2, determinism_sample=2)
+    result = run_stage(catalog, PROBES, params, loaded=smollm2, chunk_size=CHUNK)
+    assert result.status == "succeeded"
+    run_id = result.run_id
+    with Session(catalog) as session:
+        templates_of: dict[int, int] = {}
+        for token_id, n_templates in session.execute(
+            select(ProbeResult.token_id, func.count()).where(ProbeResult.run_id == run_id).group_by(ProbeResult.token_id)
+        ):
+            templates_of[token_id] = n_templates
+        verdicts = {v.token_id: v for v in session.scalars(select(TokenVerdict).where(TokenVerdict.run_id == run_id))}
+        reran = session.scalar(select(func.count()).select_from(ProbeDeterminism).where(ProbeDeterminism.run_id == run_id))
+    controls = {t for t, v in verdicts.items() if "control" in v.selected_by}
+    one_template = {t for t, n in templates_of.items() if n == 1}
+    assert one_template and all(verdicts[t].verdict == "rejected" for t in one_template)  # settled by the echo
+    assert not one_template & controls and all(templates_of[t] == 2 for t in controls if t in templates_of)
+    assert reran > 0  # the determinism check re-runs only what was stored
+
+
 def test_sweeps_stop_when_settled_by_default_and_candidate_mode_refuses_it():
     assert PROBES.build({"mode": "sweep"}).stop_when_settled
     assert not PROBES.build({}).stop_when_settled
