@@ -102,8 +102,8 @@ def _insert_tokenizer(conn: Connection, record: ModelRecord, facts: dict[str, li
 
 def _add_padding_rows(conn: Connection, record: ModelRecord, tokenizer_id: int) -> dict[str, list[Any]] | None:
     """Catalogue the model's embedding rows beyond the tokenizer's ids that no earlier model added; their facts, or None."""
-    catalogued = conn.scalar(select(func.max(Token.token_id)).where(Token.tokenizer_id == tokenizer_id))
-    start = max(record.first_padding_id, (catalogued if catalogued is not None else -1) + 1)
+    last = conn.scalar(select(func.max(Token.token_id)).where(Token.tokenizer_id == tokenizer_id))
+    start = max(record.first_padding_id, last + 1)
     if start >= record.model["vocab_size"]:
         return None
     facts = padding_facts(range(start, record.model["vocab_size"]))
