@@ -170,14 +170,25 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     return len(rows)
 
 
-def insert_unless_exists(conn: Connection, table: Table, values: Mapping[str, Any], unique: Sequence[str]) -> int | None:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the new row's id, or None when a row with
-    the same ``unique`` key exists, perhaps just committed by a concurrent writer."""
+def _insert_or_skip(conn: Connection, table: Table, unique: Sequence[str]) -> Any:
+    """INSERT ... ON CONFLICT (``unique``) DO NOTHING in the connection's dialect."""
     dialects = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
     if conn.dialect.name not in dialects:
         raise CatalogError(f"unsupported database {conn.dialect.name!r}: use SQLite or PostgreSQL")
-    statement = dialects[conn.dialect.name](table).values(**values).on_conflict_do_nothing(index_elements=list(unique))
-    return conn.scalar(statement.returning(table.c.id))
+    return dialects[conn.dialect.name](table).on_conflict_do_nothing(index_elements=list(unique))
+
+
+def insert_unless_exists(conn: Connection, table: Table, values: Mapping[str, Any], unique: Sequence[str]) -> int | None:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the new row's id, or None when a row with
+    the same ``unique`` key exists, perhaps just committed by a concurrent writer."""
+    return conn.scalar(_insert_or_skip(conn, table, unique).values(**values).returning(table.c.id))
+
+
+def insert_missing(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], unique: Sequence[str]) -> None:
+    """Like :func:`bulk_insert`, skipping rows whose ``unique`` key exists (a concurrent writer's)."""
+    statement = _insert_or_skip(conn, table, unique)
+    for chunk in _chunks(rows, BULK_CHUNK_ROWS):
+        conn.execute(statement, list(chunk))
 
 
 def columns_to_rows(columns: Mapping[str, Iterable[Any]], **constants: Any) -> list[dict[str, Any]]:

@@ -68,7 +68,9 @@ class Tokenizer(Base):
     kind: Mapped[str] = mapped_column(
         String(40), comment="Piece encoding: byte_level (GPT-2 style BPE), sentencepiece, wordpiece or tiktoken."
     )
-    vocab_size: Mapped[int] = mapped_column(comment="Number of token ids (holes in the id range excluded).")
+    vocab_size: Mapped[int] = mapped_column(
+        comment="Number of token ids (holes in the id range and padding rows [PADn] excluded); padding rows follow the last id."
+    )
     n_special: Mapped[int] = mapped_column(comment="Number of special / control tokens.")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, comment="When first ingested (UTC).")
 
@@ -81,7 +83,11 @@ class Token(Base):
     __table_args__ = (
         # Covers the cross-tokenizer joins on the normalised string (which tokenizers have it) without reading rows.
         Index("ix_token_norm_key_tokenizer", "norm_key", "tokenizer_id"),
-        {"comment": "One row per token id of a tokenizer, with its tokenizer facts."},
+        {
+            "comment": "One row per token id of a tokenizer, with its tokenizer facts, then one per padding row: an embedding "
+            "row beyond the tokenizer's ids (a model padded to a multiple of 64 or 128), piece '[PADn]' with n its id, "
+            "category placeholder, no bytes, empty text; the most padded model of the tokenizer decides how many."
+        },
     )
 
     tokenizer_id: Mapped[int] = mapped_column(
@@ -91,7 +97,7 @@ class Token(Base):
     piece: Mapped[str] = mapped_column(NulFreeText, comment="Raw vocabulary entry as the tokenizer stores it (e.g. 'Ġthe', '▁the', '##s').")
     text: Mapped[str] = mapped_column(NulFreeText, comment="Decoded text; undecodable bytes shown as U+FFFD.")
     raw_bytes: Mapped[bytes | None] = mapped_column(
-        LargeBinary, comment="Exact bytes the token stands for; NULL for special tokens."
+        LargeBinary, comment="Exact bytes the token stands for; NULL for special tokens and padding rows."
     )
     norm_key: Mapped[str | None] = mapped_column(
         NulFreeText, comment="NFKC text with surrounding whitespace stripped: joins the same string across tokenizers; NULL if undecodable or empty."
@@ -113,7 +119,7 @@ class Token(Base):
         String(20), comment="Dominant Unicode script of its letters (Latin, Cyrillic, Han, ...), 'Common' if none, 'Mixed' if several."
     )
     category: Mapped[str] = mapped_column(
-        String(20), comment="First matching of: placeholder (<unusedN>, [unusedN], reserved specials: the unused-token reference, never counted as findings), special, partial_utf8, byte, unreachable, whitespace, normal."
+        String(20), comment="First matching of: placeholder (<unusedN>, [unusedN], reserved specials, [PADn] padding rows: the unused-token reference, never counted as findings), special, partial_utf8, byte, unreachable, whitespace, normal."
     )
 
     tokenizer: Mapped[Tokenizer] = relationship(back_populates="tokens")

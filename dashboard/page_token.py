@@ -42,9 +42,10 @@ def selected_token() -> tuple[int, int] | None:
 def headline(facts: dict) -> None:
     """The decoded text large (escapes, never a '□'), then the piece, escapes and bytes."""
     shown = nav.visible(facts["text"], facts["raw_bytes"])
+    large = shown or nav.visible(facts["piece"])  # a padding row decodes to nothing: its piece '[PADn]' names it
     st.markdown(
         f'<div style="font-size:3.2rem;font-family:monospace;white-space:pre;line-height:1.3">'
-        f'<span style="background:rgba(255,200,0,.25);border-radius:.3rem">{html.escape(shown) or "&nbsp;"}</span></div>',
+        f'<span style="background:rgba(255,200,0,.25);border-radius:.3rem">{html.escape(large) or "&nbsp;"}</span></div>',
         unsafe_allow_html=True,
     )
     raw = facts["raw_bytes"]

@@ -58,6 +58,7 @@ from catalog.queries.tokens import (  # noqa: F401
     TokenTable,
     clusters_query,
     fact_values,
+    in_tokenizer,
     scatter_sample_query,
     search_tokens_query,
     token_facts_query,

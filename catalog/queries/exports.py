@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError
 from catalog.queries.runs import find_model, latest_run_id
-from catalog.queries.tokens import TOKEN_TABLE_COLUMNS
+from catalog.queries.tokens import TOKEN_TABLE_COLUMNS, in_tokenizer
 from catalog.schema import EmbeddingStat, Model, ProbeResult, ProbeTemplate, Token, TokenVerdict
 
 VERDICT_COLUMNS = (
@@ -135,23 +135,25 @@ FLAG_ORDER = ("verified", "weakly_verified", "anomalous")
 
 def flagged_tokens(session: Session, runs: ModelRuns, n_anomalous: int) -> dict[int, FlaggedToken]:
     """The tokens a data check reports: verified and weakly verified by the latest probes run, and the
-    ``n_anomalous`` most anomalous non-special tokens of the latest statistics run; the strongest reason wins."""
+    ``n_anomalous`` most anomalous non-special tokens of the latest statistics run; the strongest reason wins.
+    Padding rows are left out: no text encodes to them, so data never holds them."""
     if runs.stats_run_id is None:
         raise CatalogError(f"model {runs.model.name!r} has no embedding statistics: run `glitchdex ingest {runs.model.spec}`")
     anomalous = select(Token.token_id, Token.text).join(
         EmbeddingStat, (EmbeddingStat.run_id == runs.stats_run_id) & (EmbeddingStat.token_id == Token.token_id)
-    ).where(Token.tokenizer_id == runs.model.tokenizer_id, Token.is_special.is_(False), EmbeddingStat.anomaly_rank <= n_anomalous)
+    ).where(Token.tokenizer_id == runs.model.tokenizer_id, Token.is_special.is_(False), in_tokenizer(), EmbeddingStat.anomaly_rank <= n_anomalous)
     flagged = {row.token_id: FlaggedToken(row.token_id, row.text, "anomalous") for row in session.execute(anomalous)}
     if runs.probes_run_id is not None:
         probed = (
             select(Token.token_id, Token.text, TokenVerdict.verdict)
             .join(Token, (Token.tokenizer_id == TokenVerdict.tokenizer_id) & (Token.token_id == TokenVerdict.token_id))
-            .where(TokenVerdict.run_id == runs.probes_run_id, TokenVerdict.verdict.in_(FLAG_ORDER[:2]))
+            .where(TokenVerdict.run_id == runs.probes_run_id, TokenVerdict.verdict.in_(FLAG_ORDER[:2]), in_tokenizer())
         )
         flagged |= {row.token_id: FlaggedToken(row.token_id, row.text, row.verdict) for row in session.execute(probed)}
     return flagged
 
 
 def ordinary_token_ids(session: Session, tokenizer_id: int) -> list[int]:
-    """Non-special token ids of a tokenizer, ascending."""
-    return list(session.scalars(select(Token.token_id).where(Token.tokenizer_id == tokenizer_id, Token.is_special.is_(False)).order_by(Token.token_id)))
+    """Non-special token ids of a tokenizer, padding rows left out (untrained like the rows a fix replaces), ascending."""
+    ordinary = select(Token.token_id).where(Token.tokenizer_id == tokenizer_id, Token.is_special.is_(False), in_tokenizer())
+    return list(session.scalars(ordinary.order_by(Token.token_id)))

@@ -47,6 +47,12 @@ class AnomalousToken:
         return readable_text(self.raw_bytes, self.piece)
 
 
+def in_tokenizer() -> ColumnElement[bool]:
+    """The tokenizer's own ids, padding rows left out: a ``[PADn]`` row alone has neither bytes nor is special
+    (special tokens have no bytes; every other token of a tokenizer has some), and no text ever holds one."""
+    return or_(Token.raw_bytes.is_not(None), Token.is_special.is_(True))
+
+
 def top_anomalous_query(run_id: int, by: str = "anomaly_score", include_special: bool = False) -> Select:
     if by not in RANKINGS:
         raise CatalogError(f"unknown ranking {by!r}; choose one of {', '.join(RANKINGS)}")

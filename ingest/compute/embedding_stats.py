@@ -84,13 +84,15 @@ def reference_unused_ids(
     """Tokens known never to occur in training text, and the rule that found them.
 
     Placeholder pieces ('<unused12>', '[unused3]', reserved specials) are the
-    published reference; without them, single bytes that UTF-8 never uses and
-    unreachable tokens are unused by construction. An empty result means the
-    caller falls back to :func:`centroid_bootstrap_rows`.
+    published reference; padding rows ('[PAD151665]', embedding rows no tokenizer
+    id maps to) join them: no text ever held them, so training only pushed their
+    logits down, exactly what happens to an unused piece. Without either, single
+    bytes that UTF-8 never uses and unreachable tokens are unused by construction.
+    An empty result means the caller falls back to :func:`centroid_bootstrap_rows`.
     """
     placeholders = [t for t, piece in zip(token_ids, pieces) if PLACEHOLDER_PIECE.match(piece)]
     if placeholders:
-        return placeholders, "placeholder pieces (<unusedN>, [unusedN], reserved specials)"
+        return placeholders, "placeholder pieces (<unusedN>, [unusedN], reserved specials, [PADn] padding rows)"
     impossible = {t for t, data in zip(token_ids, raw_bytes) if data is not None and len(data) == 1 and data[0] in IMPOSSIBLE_UTF8_BYTES}
     never_encoded = {t for t, flag in zip(token_ids, unreachable) if flag}
     return sorted(impossible | never_encoded), "bytes invalid in UTF-8 plus unreachable tokens"

@@ -8,6 +8,9 @@
   so no ordinary input produces it and training may never have seen it;
 - whitespace-only, lengths, dominant script and a key joining equal strings
   across tokenizers.
+
+Embedding rows beyond the tokenizer's ids (a model padded to a multiple of 64
+or 128) are catalogued too, as ``[PADn]`` with n the row's id: :func:`padding_facts`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ from ingest.load.vocabulary import BYTE_FALLBACK, Vocabulary
 # are the unused-token indicator's reference, never findings, so evaluations keep them out of recall.
 CATEGORY_ORDER = ("placeholder", "special", "partial_utf8", "byte", "unreachable", "whitespace", "normal")
 PLACEHOLDER_PIECE = re.compile(
-    r"^(<unused\d+>|\[unused\d+\]|<\|reserved_special_token_\d+\|>|<\|reserved_\d+\|>|<extra_id_\d+>|<\|unused_\d+\|>)$"
+    r"^(<unused\d+>|\[unused\d+\]|<\|reserved_special_token_\d+\|>|<\|reserved_\d+\|>|<extra_id_\d+>|<\|unused_\d+\|>|\[PAD\d+\])$"
+)
+FACT_COLUMNS = (
+    "token_id", "piece", "text", "raw_bytes", "norm_key", "is_special", "is_byte", "is_partial_utf8",
+    "is_unreachable", "unreachable_kind", "reencoded_ids", "is_whitespace", "n_bytes", "n_chars", "script", "category",
 )
 _SCRIPT_ALIASES = {"CJK": "Han", "HALFWIDTH": "Katakana", "FULLWIDTH": "Latin"}
 ENCODE_BATCH = 8192
@@ -103,10 +110,7 @@ def compute_token_facts(vocabulary: Vocabulary, show_progress: bool = False) -> 
     partial = [not sp and not is_valid_utf8(data) for sp, data in zip(special, raw)]
     checkable = [i for i, (sp, pa, text) in enumerate(zip(special, partial, texts)) if not sp and not pa and text]
     reencoded = _reencode(vocabulary, [ids[i] for i in checkable], [texts[i] for i in checkable], show_progress)
-    columns: dict[str, list[Any]] = {name: [] for name in (
-        "token_id", "piece", "text", "raw_bytes", "norm_key", "is_special", "is_byte", "is_partial_utf8",
-        "is_unreachable", "unreachable_kind", "reencoded_ids", "is_whitespace", "n_bytes", "n_chars", "script", "category",
-    )}
+    columns: dict[str, list[Any]] = {name: [] for name in FACT_COLUMNS}
     for token_id, data, text, sp, pa in zip(ids, raw, texts, special, partial):
         back = reencoded.get(token_id)
         unreachable = back is not None and back != [token_id]
@@ -130,6 +134,23 @@ def compute_token_facts(vocabulary: Vocabulary, show_progress: bool = False) -> 
         placeholder = PLACEHOLDER_PIECE.match(vocabulary.piece(token_id)) is not None
         columns["category"].append(category(placeholder, sp, pa, byte, unreachable, whitespace))
     return columns
+
+
+def padding_facts(token_ids: range) -> dict[str, list[Any]]:
+    """Facts of embedding rows no tokenizer id maps to, as column lists.
+
+    Such a row decodes to nothing and no text encodes to it, so it is unreachable ('empty'), and it
+    has no bytes; it is not special, since the tokenizer does not know it. Untrained by construction,
+    it is a placeholder like '<unused12>': the unused-token reference, never a finding.
+    """
+    n = len(token_ids)
+    values: dict[str, Any] = {
+        "text": "", "raw_bytes": None, "norm_key": None, "is_special": False, "is_byte": False, "is_partial_utf8": False,
+        "is_unreachable": True, "unreachable_kind": "empty", "reencoded_ids": "", "is_whitespace": False,
+        "n_bytes": 0, "n_chars": 0, "script": "Common", "category": "placeholder",
+    }
+    columns = {"token_id": list(token_ids), "piece": [f"[PAD{token_id}]" for token_id in token_ids]}
+    return {name: columns[name] if name in columns else [values[name]] * n for name in FACT_COLUMNS}
 
 
 def _unreachable_kind(reencoded: list[int]) -> str:

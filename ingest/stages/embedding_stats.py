@@ -29,9 +29,11 @@ def embedding_stats_stage(
     params: StatsParams,
     device: str,
 ) -> tuple[int, dict[str, Any]]:
-    token_rows = conn.execute(
-        select(*(getattr(Token, name) for name in TOKEN_COLUMNS)).where(Token.tokenizer_id == tokenizer_id).order_by(Token.token_id)
-    ).all()
+    # The tokenizer may hold padding rows of a more padded model than this one.
+    rows = select(*(getattr(Token, name) for name in TOKEN_COLUMNS)).where(
+        Token.tokenizer_id == tokenizer_id, Token.token_id < loaded.embedding_rows
+    )
+    token_rows = conn.execute(rows.order_by(Token.token_id)).all()
     tokens = {name: [getattr(row, name) for row in token_rows] for name in TOKEN_COLUMNS}
     stats, extra = compute_model_stats(loaded, tokens, params, device)
     return write_stats(conn, run_id, model_id, tokenizer_id, stats), extra

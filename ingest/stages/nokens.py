@@ -112,7 +112,9 @@ class NokensStage:
         with Session(unit.engine) as session, session.begin():
             template_ids = upsert_templates(session.connection(), templates)
             groups = token_groups(session.connection(), params, unit.upstream["embedding_stats"], unit.tokenizer_id)
-            catalogued = session.scalars(select(Token.token_id).where(Token.tokenizer_id == unit.tokenizer_id).order_by(Token.token_id)).all()
+            # Below the model's row count: the tokenizer may hold padding rows of a more padded model.
+            rows = select(Token.token_id).where(Token.tokenizer_id == unit.tokenizer_id, Token.token_id < loaded.embedding_rows)
+            catalogued = session.scalars(rows.order_by(Token.token_id)).all()
         prober = Prober(loaded.model, loaded.tokenizer, templates, mode="candidates", positions=params.positions, batch_size=params.batch_size, device=device)
         space = build_space(loaded, prober, templates, params, groups, catalogued, device)
         generated = generate(space, params.generators, params.generator_params, params.seed)

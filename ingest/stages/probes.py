@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError, bulk_insert
 from catalog.queries import RANKINGS, require_run, top_anomalous_query
-from catalog.schema import IndicatorPrecision, Model, ProbeDeterminism, ProbeResult, ProbeTemplate, Token, TokenVerdict
+from catalog.schema import EmbeddingStat, IndicatorPrecision, Model, ProbeDeterminism, ProbeResult, ProbeTemplate, Token, TokenVerdict
 from ingest.compute.probes import MODES, PLACEHOLDER, SWEEP_TEMPLATES, TEMPLATES, Prober, ProbeRecord, Template, templates_named
 from ingest.compute.verdicts import ProbeOutcome, Thresholds, failure_category, precision, spells, verdict
 from ingest.load.models import LoadedModel, is_causal_lm
@@ -149,8 +149,10 @@ def upsert_templates(conn: Connection, templates: Sequence[Template]) -> dict[st
 
 
 def top_token_ids(conn: Connection, stats_run: int, by: str, n: int) -> list[int]:
-    """The first ``n`` non-special token ids of an embedding_stats run's ``by`` ranking."""
-    return list(conn.scalars(top_anomalous_query(stats_run, by).with_only_columns(Token.token_id).limit(n)))
+    """The first ``n`` token ids of an embedding_stats run's ``by`` ranking, special and placeholder tokens left out:
+    placeholders (padding rows among them) are the unused-token reference and crowd its top, never candidates."""
+    query = top_anomalous_query(stats_run, by).where(Token.category != "placeholder")
+    return list(conn.scalars(query.with_only_columns(Token.token_id).limit(n)))
 
 
 def sample_normal_tokens(conn: Connection, tokenizer_id: int, n: int, seed: int, exclude: set[int]) -> list[int]:
@@ -176,7 +178,9 @@ def select_tokens(conn: Connection, params: ProbeParams, stats_run: int, tokeniz
     for token_id in controls:
         reasons[token_id].append(CONTROL)
     if params.mode == "sweep":
-        every = conn.scalars(select(Token.token_id).where(Token.tokenizer_id == tokenizer_id).order_by(Token.token_id)).all()
+        # The statistics cover exactly the model's embedding rows, its padding rows included (probed by id like any
+        # row); the tokenizer may also hold padding rows of a more padded model.
+        every = conn.scalars(select(EmbeddingStat.token_id).where(EmbeddingStat.run_id == stats_run).order_by(EmbeddingStat.token_id)).all()
         every = every[: params.sweep_limit] if params.sweep_limit is not None else every
         if params.sweep_sample is not None:
             # Controls stay in, so the control floor is measured on the same run.

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError, bulk_insert
-from catalog.queries import top_anomalous_query
+from catalog.queries import in_tokenizer, top_anomalous_query
 from catalog.schema import EmbeddingStat, Model, PromptSearch, Token, TokenVerdict, utcnow
 from ingest.compute.prompts import OBJECTIVES, SEARCHES, BanRules, PromptLM, SearchParams, SearchResult, ban_rules
 from ingest.stages.base import ParamError, Unit, build_params
@@ -207,8 +207,10 @@ class _PromptRun:
 
 
 def catalog_ban_rules(session: Session, model: Model, params: SearchParams, d_vocab: int, stats_run: int | None) -> BanRules:
-    """Bans from the token table; the top tokens of the embedding_stats run ``stats_run`` count as anomalous."""
-    rows = session.execute(select(Token.token_id, Token.text, Token.is_special).where(Token.tokenizer_id == model.tokenizer_id)).all()
+    """Bans from the token table; the top tokens of the embedding_stats run ``stats_run`` count as anomalous.
+    Padding rows stay banned like any row outside the tokenizer: no prompt a person types holds them."""
+    tokens = select(Token.token_id, Token.text, Token.is_special).where(Token.tokenizer_id == model.tokenizer_id, in_tokenizer())
+    rows = session.execute(tokens).all()
     anomalous = []
     if stats_run is not None:
         anomalous = list(session.scalars(select(top_anomalous_query(stats_run).limit(params.n_anomalous).subquery().c.token_id)))

@@ -1,4 +1,11 @@
-"""Stage ``tokenizer_facts``: register the tokenizer (with its token facts) and the model, once per vocabulary."""
+"""Stage ``tokenizer_facts``: register the tokenizer (with its token facts) and the model, once per vocabulary.
+
+A model whose embedding matrix has more rows than its tokenizer has ids (padded to a multiple of 64 or
+128) adds those rows to the tokenizer as ``[PADn]`` placeholder tokens, so its statistics, probes and
+verdicts can refer to them. The tokenizer stays one row per vocabulary: it holds the padding of its most
+padded model (models with the same vocabulary differ only there, e.g. Qwen2.5-0.5B's 151,936 rows and
+Qwen2.5-7B's 152,064), and each model's stages read the token ids below its own row count.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
 
-from catalog.database import CatalogError, bulk_insert, columns_to_rows, insert_unless_exists
+from catalog.database import CatalogError, bulk_insert, columns_to_rows, insert_missing, insert_unless_exists
 from catalog.schema import Model, Token, Tokenizer, utcnow
-from ingest.compute.tokenizer_facts import summarize
+from ingest.compute.tokenizer_facts import padding_facts, summarize
 from ingest.load.models import LoadedModel
 from ingest.stages.runs import StageResult, finish_run, insert_run
 
@@ -33,6 +40,7 @@ class ModelRecord:
 
     tokenizer: dict[str, Any]  # content_hash, name, kind
     model: dict[str, Any]  # model columns except tokenizer_id
+    first_padding_id: int  # one past the tokenizer's last id: embedding rows from here on are padding
 
 
 def model_record(loaded: LoadedModel) -> ModelRecord:
@@ -51,6 +59,7 @@ def model_record(loaded: LoadedModel) -> ModelRecord:
             "tied_embeddings": loaded.tied_embeddings,
             "n_params": loaded.n_params,
         },
+        first_padding_id=max(loaded.vocabulary.token_ids) + 1,
     )
 
 
@@ -59,7 +68,8 @@ def register_model(
 ) -> tuple[int, int, dict[str, list[Any]] | None]:
     """Get or create the tokenizer (with its token facts) and the model, safe against concurrent ingests.
 
-    Returns (model id, tokenizer id, the facts if this call catalogued the tokenizer, else None).
+    Returns (model id, tokenizer id, the facts of the tokens this call catalogued, or None if none:
+    the whole vocabulary the first time, else the padding rows this model adds, if any).
     """
     content_hash = record.tokenizer["content_hash"]
     facts: dict[str, list[Any]] | None = None
@@ -71,8 +81,11 @@ def register_model(
         if tokenizer_id is None:  # a concurrent ingest catalogued the same vocabulary first
             facts = None
             tokenizer_id = _existing_tokenizer(conn, content_hash)
+        padding = _add_padding_rows(conn, record, tokenizer_id)
         model_id = _get_or_create_model(conn, record, tokenizer_id)
-    return model_id, tokenizer_id, facts
+    if padding is None:
+        return model_id, tokenizer_id, facts
+    return model_id, tokenizer_id, padding if facts is None else {name: facts[name] + padding[name] for name in facts}
 
 
 def _existing_tokenizer(conn: Connection, content_hash: str) -> int | None:
@@ -85,6 +98,18 @@ def _insert_tokenizer(conn: Connection, record: ModelRecord, facts: dict[str, li
     if tokenizer_id is not None:
         bulk_insert(conn, Token.__table__, columns_to_rows(facts, tokenizer_id=tokenizer_id))
     return tokenizer_id
+
+
+def _add_padding_rows(conn: Connection, record: ModelRecord, tokenizer_id: int) -> dict[str, list[Any]] | None:
+    """Catalogue the model's embedding rows beyond the tokenizer's ids that no earlier model added; their facts, or None."""
+    last = conn.scalar(select(func.max(Token.token_id)).where(Token.tokenizer_id == tokenizer_id))
+    start = max(record.first_padding_id, last + 1)
+    if start >= record.model["vocab_size"]:
+        return None
+    facts = padding_facts(range(start, record.model["vocab_size"]))
+    # A concurrent ingest of an equally padded model may insert the same rows: theirs are identical.
+    insert_missing(conn, Token.__table__, columns_to_rows(facts, tokenizer_id=tokenizer_id), unique=["tokenizer_id", "token_id"])
+    return facts
 
 
 def _model_id(conn: Connection, record: ModelRecord) -> int | None:
@@ -102,7 +127,8 @@ def _get_or_create_model(conn: Connection, record: ModelRecord, tokenizer_id: in
 
 
 def record_tokenizer_stage(engine: Engine, model_id: int, facts: dict[str, list[Any]] | None, seconds: float) -> StageResult:
-    """Facts belong to the tokenizer; a model whose tokenizer is already catalogued reuses them."""
+    """Facts belong to the tokenizer; a model whose tokenizer is already catalogued reuses them (and records
+    a run only for the padding rows it adds)."""
     if facts is None:
         return StageResult("tokenizer_facts", "skipped", None, seconds, detail="tokenizer already catalogued")
     params = {"categories": summarize(facts)}
