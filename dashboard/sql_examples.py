@@ -52,7 +52,8 @@ SELECT m.name AS model, t.category, COUNT(*) AS n_tokens,
        ROUND(100.0 * COUNT(*) / SUM(COUNT(*)) OVER (PARTITION BY m.name), 1) AS share_pct
 FROM latest l
 JOIN model m ON m.id = l.model_id
-JOIN embedding_stat s ON s.run_id = l.run_id
+JOIN embedding_stat s ON s.run_id = l.run_id AND s.token_id >= 0
+  -- token_id >= 0 is true of every row: it makes SQLite read the whole run in storage order (its primary key)
 JOIN token t ON t.tokenizer_id = s.tokenizer_id AND t.token_id = s.token_id
 WHERE s.anomaly_score >= 0.99
 GROUP BY m.name, t.category
@@ -67,7 +68,8 @@ SELECT m.name AS model,
        SUM(CASE WHEN s.unused_cos_pct >= 0.99 AND s.centroid_dist_pct >= 0.99 THEN 1 ELSE 0 END) AS also_near_centroid
 FROM latest l
 JOIN model m ON m.id = l.model_id
-JOIN embedding_stat s ON s.run_id = l.run_id
+JOIN embedding_stat s ON s.run_id = l.run_id AND s.token_id >= 0
+  -- token_id >= 0 is true of every row: it makes SQLite read the whole run in storage order (its primary key)
 GROUP BY m.name
 ORDER BY m.name""",
     ),
@@ -78,14 +80,15 @@ scored AS (
   SELECT m.name AS model, t.norm_key, MAX(s.anomaly_score) AS score
   FROM latest l
   JOIN model m ON m.id = l.model_id
-  JOIN embedding_stat s ON s.run_id = l.run_id
+  JOIN embedding_stat s ON s.run_id = l.run_id AND s.token_id >= 0
+  -- token_id >= 0 is true of every row: it makes SQLite read the whole run in storage order (its primary key)
   JOIN token t ON t.tokenizer_id = s.tokenizer_id AND t.token_id = s.token_id
   WHERE t.norm_key IS NOT NULL AND NOT t.is_special
     -- only strings anomalous somewhere can answer: look the others up by the norm_key index
     AND t.norm_key IN (
       SELECT t2.norm_key
       FROM latest l2
-      JOIN embedding_stat s2 ON s2.run_id = l2.run_id
+      JOIN embedding_stat s2 ON s2.run_id = l2.run_id AND s2.token_id >= 0
       JOIN token t2 ON t2.tokenizer_id = s2.tokenizer_id AND t2.token_id = s2.token_id
       WHERE s2.anomaly_score >= 0.99 AND t2.norm_key IS NOT NULL
     )

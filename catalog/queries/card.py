@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy import Float, Integer, Select, case, cast, func, or_, select
 from sqlalchemy.orm import aliased
 
-from catalog.queries.runs import latest_runs
+from catalog.queries.runs import every_stat_of, latest_runs
 from catalog.schema import (
     EmbeddingProjection,
     EmbeddingStat,
@@ -126,7 +126,7 @@ def indicator_histogram_query(stats_run_id: int, indicator: str, low: float, hig
     raw_bin = cast(func.floor((cast(column, Float) - low) / width), Integer)
     bin_index = case((raw_bin >= n_bins, n_bins - 1), else_=raw_bin)  # the maximum itself falls in the last bin
     if verdict_run_id is None:
-        return select(bin_index.label("bin"), func.count().label("n_tokens")).where(EmbeddingStat.run_id == stats_run_id).group_by(bin_index)
+        return select(bin_index.label("bin"), func.count().label("n_tokens")).where(every_stat_of(stats_run_id)).group_by(bin_index)
     return (
         select(bin_index.label("bin"), TokenVerdict.verdict, func.count().label("n_tokens"))
         .select_from(TokenVerdict)
@@ -141,7 +141,7 @@ def indicator_range_query(stats_run_id: int) -> Select:
     bounds = []
     for name, column in INDICATORS.items():
         bounds += [func.min(column).label(f"{name}_min"), func.max(column).label(f"{name}_max")]
-    return select(*bounds).where(EmbeddingStat.run_id == stats_run_id)
+    return select(*bounds).where(every_stat_of(stats_run_id))
 
 
 def map_points_query(stats_run_id: int, n_top: int, stride: int, verdict_run_id: int | None) -> Select:

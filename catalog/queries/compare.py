@@ -9,7 +9,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, aliased
 
 from catalog.keys import norm_key
-from catalog.queries.runs import latest_runs
+from catalog.queries.runs import every_stat_of, latest_runs
 from catalog.schema import (
     EmbeddingStat,
     Model,
@@ -107,7 +107,7 @@ def _strings_of_run(stats_run_id: int) -> Select:
             func.max(EmbeddingStat.anomaly_score).label("score"),
         )
         .join(Token, (Token.tokenizer_id == EmbeddingStat.tokenizer_id) & (Token.token_id == EmbeddingStat.token_id))
-        .where(EmbeddingStat.run_id == stats_run_id, Token.norm_key.is_not(None), Token.is_special.is_(False))
+        .where(every_stat_of(stats_run_id), Token.norm_key.is_not(None), Token.is_special.is_(False))
         .group_by(Token.norm_key)
     )
 
@@ -136,6 +136,6 @@ def anomalous_where_query(stats_run_ids: Sequence[int], top_k: int) -> Select:
         select(Token.norm_key, Model.name.label("model"), func.min(EmbeddingStat.anomaly_rank).label("rank"))
         .join(EmbeddingStat, (Token.tokenizer_id == EmbeddingStat.tokenizer_id) & (Token.token_id == EmbeddingStat.token_id))
         .join(Model, Model.id == EmbeddingStat.model_id)
-        .where(EmbeddingStat.run_id.in_(stats_run_ids), Token.norm_key.in_(candidates), Token.is_special.is_(False))
+        .where(every_stat_of(*stats_run_ids), Token.norm_key.in_(candidates), Token.is_special.is_(False))
         .group_by(Token.norm_key, Model.name)
     )

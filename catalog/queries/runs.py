@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Select, Subquery, func, or_, select
+from sqlalchemy import ColumnElement, Select, Subquery, func, or_, select
 from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError
 from catalog.schema import (
+    EmbeddingStat,
     IngestRun,
     Model,
     Token,
@@ -77,6 +78,16 @@ def latest_runs(stage: str) -> Subquery:
         .group_by(IngestRun.model_id)
         .subquery()
     )
+
+
+def every_stat_of(*stats_run_ids: int) -> ColumnElement[bool]:
+    """Every embedding_stat row of the runs, for queries that read a whole run.
+
+    The ``token_id >= 0`` term (true of every row) makes SQLite walk the primary key, which
+    follows storage order, rather than the (run_id, anomaly_rank) index, whose order is random
+    on disk: a 262k-token run is read about 5x faster. PostgreSQL plans it as before.
+    """
+    return EmbeddingStat.run_id.in_(stats_run_ids) & (EmbeddingStat.token_id >= 0)
 
 
 def list_models(session: Session) -> list[ModelSummary]:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, aliased
 
 from catalog.database import CatalogError
 from catalog.keys import norm_key, readable_text
-from catalog.queries.runs import latest_runs, require_run
+from catalog.queries.runs import every_stat_of, latest_runs, require_run
 from catalog.schema import (
     Cluster,
     EmbeddingStat,
@@ -235,7 +235,7 @@ def scatter_sample_query(stats_run_id: int, n_top: int, stride: int) -> Select:
         )
         .join(Token, (Token.tokenizer_id == EmbeddingStat.tokenizer_id) & (Token.token_id == EmbeddingStat.token_id))
         .where(
-            EmbeddingStat.run_id == stats_run_id,
+            every_stat_of(stats_run_id),
             or_(EmbeddingStat.anomaly_rank <= n_top, EmbeddingStat.token_id % stride == 0),
         )
     )
