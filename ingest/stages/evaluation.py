@@ -2,8 +2,9 @@
 
 The truth is the latest sweep probes run (the whole vocabulary, or a seeded
 sample with ``--sample``, uniform or ``--stratify``-ed): its verified tokens. A
-stratified sample's figures are weighted by the strata stored with the run. Every indicator ranks the same
-tokens, those probed that are neither special nor placeholders:
+stratified sample's figures are weighted by the strata stored with the run.
+Every indicator ranks the same tokens, those probed that are neither special
+nor placeholders:
 
 - each embedding statistic of the latest embedding_stats run;
 - the new indicators, computed here from the weights and stored in

@@ -37,7 +37,8 @@ from ingest.stages.runs import ResumableWork
 STAGE = "probes"
 CONTROL = "control"
 SWEEP = "sweep"
-SAMPLE_DESIGNS = ("uniform", "stratified")
+STRATIFIED = "stratified"
+SAMPLE_DESIGNS = ("uniform", STRATIFIED)
 CANDIDATE_CHUNK_TOKENS = 16
 SWEEP_CHUNK_TOKENS = 4096
 PROBE_TABLES = (ProbeResult.__table__, TokenVerdict.__table__, IndicatorPrecision.__table__, ProbeDeterminism.__table__)
@@ -109,7 +110,7 @@ class ProbesStage:
             raise ParamError("stop_when_settled", "probes stop_when_settled applies to sweep mode only (candidate mode keeps whole transcripts)")
         if params.sweep_strata not in SAMPLE_DESIGNS:
             raise ParamError("sweep_strata", f"probes sweep_strata must be one of {', '.join(SAMPLE_DESIGNS)}, not {params.sweep_strata!r}")
-        if params.sweep_strata == "stratified" and (params.mode != "sweep" or params.sweep_sample is None):
+        if params.sweep_strata == STRATIFIED and (params.mode != "sweep" or params.sweep_sample is None):
             raise ParamError("sweep_strata", "a stratified sample needs sweep mode and a sample size (sweep_sample)")
         return params
 
@@ -189,7 +190,7 @@ def draw_strata(conn: Connection, params: ProbeParams, stats_run: int, tokenizer
 
 def draw_sample(conn: Connection, params: ProbeParams, stats_run: int, tokenizer_id: int, population: Sequence[int]) -> tuple[list[int], list[Stratum]]:
     """The ``sweep_sample`` token ids drawn from the population, and their strata (none for a uniform sample)."""
-    if params.sweep_strata == "stratified":
+    if params.sweep_strata == STRATIFIED:
         strata = draw_strata(conn, params, stats_run, tokenizer_id, population)
         return [token_id for stratum in strata for token_id in stratum.token_ids], strata
     return random.Random(params.seed).sample(population, min(params.sweep_sample, len(population))), []
