@@ -17,6 +17,14 @@ top ``k = ceil(b * n)`` tokens are its candidates:
 Ties are broken by token id, so a figure never depends on sort stability.
 Figures from a sample rather than a whole sweep carry Wilson score intervals.
 
+A stratified sample weights every token by the population tokens it stands
+for (its stratum's population / sample size). Every count above becomes a sum
+of weights: the budget takes the ranking's first tokens whose preceding weight
+is below ``b * population``, precision and recall are ratios of weighted sums
+and R-precision's budget is the estimated number of true tokens. Intervals
+are Wilson intervals on Kish's effective sample size (:func:`effective_counts`).
+With no weights every token weighs 1 and each figure is the plain count.
+
 Shapes: ``n`` eligible tokens.
 """
 
@@ -40,11 +48,14 @@ class BudgetFigures:
     """One indicator at one budget."""
 
     budget: str  # '0.5%', ..., '10%' or 'R'
-    k: int
-    n_hits: int
+    k: int  # candidates in the sample
+    n_hits: int  # true tokens among them
     precision: float | None
     recall: float | None
     f1: float | None
+    # (successes, trials) behind precision and recall, for their intervals: the plain counts, or effective ones when weighted
+    precision_counts: tuple[float, float]
+    recall_counts: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -58,9 +69,36 @@ def budget_label(budget: float) -> str:
     return f"{budget * 100:g}%"
 
 
-def budget_size(budget: float, n: int) -> int:
-    """Candidates at a budget: at least one, at most every eligible token."""
-    return min(n, max(1, math.ceil(budget * n - 1e-9)))
+def unit_weights(truth: Tensor, weights: Tensor | None) -> Tensor:
+    """The tokens' weights as float64, 1 each when not given (a whole sweep or a uniform sample).  -> [n]."""
+    return torch.ones(len(truth), dtype=torch.float64) if weights is None else weights.double()
+
+
+def budget_size(weights_ranked: Tensor, target: float) -> int:
+    """Candidates at a budget of ``target`` (population) tokens: the first tokens whose preceding weight is below it.
+
+    With unit weights and ``target = b * n`` that is ``ceil(b * n)``: at least one, at most every eligible token.
+    """
+    before = weights_ranked.cumsum(0) - weights_ranked
+    return int((before < target - 1e-9).sum())
+
+
+def effective_counts(weights: Tensor, successes: Tensor) -> tuple[float, float]:
+    """A weighted share as (successes, trials) on Kish's effective sample size ``(sum w)^2 / sum w^2``.
+
+    Unit weights give the plain counts exactly. Unequal ones (a stratified sample) count fewer
+    trials than tokens, so an interval on them widens by the weights' design effect. [m] float64, [m] bool.
+    """
+    total, squares = float(weights.sum()), float((weights * weights).sum())
+    if not squares:
+        return 0.0, 0.0
+    scale = total / squares  # exactly 1 for unit weights, so the counts stay integers
+    return float(weights[successes].sum()) * scale, total * scale
+
+
+def _share(counts: tuple[float, float]) -> float | None:
+    successes, trials = counts
+    return successes / trials if trials else None
 
 
 def ranking(scores: Tensor, token_ids: Tensor) -> Tensor:
@@ -76,69 +114,70 @@ def _f1(precision: float | None, recall: float | None) -> float | None:
     return 2 * precision * recall / (precision + recall)
 
 
-def figures_at(hits_ranked: Tensor, k: int, label: str, n_truth: int) -> BudgetFigures:
-    """Precision, recall and F1 of the first ``k`` of a ranking.  hits_ranked [n] bool (truth in ranked order)."""
-    n_hits = int(hits_ranked[:k].sum()) if k else 0
-    precision = n_hits / k if k else None
-    recall = n_hits / n_truth if n_truth else None
-    return BudgetFigures(label, k, n_hits, precision, recall, _f1(precision, recall))
+def figures_of(label: str, candidates: Tensor, truth: Tensor, weights: Tensor) -> BudgetFigures:
+    """Precision, recall and F1 of a candidate set, each token counted by its weight.  [n] bool, [n] bool, [n] float64."""
+    precision_counts = effective_counts(weights[candidates], truth[candidates])
+    recall_counts = effective_counts(weights[truth], candidates[truth])
+    precision, recall = _share(precision_counts), _share(recall_counts)
+    n_hits = int((candidates & truth).sum())
+    return BudgetFigures(label, int(candidates.sum()), n_hits, precision, recall, _f1(precision, recall), precision_counts, recall_counts)
 
 
-def average_precision(hits_ranked: Tensor) -> float | None:
-    """Mean over the true tokens of the precision at their rank.  [n] bool -> float (None without true tokens)."""
-    n_truth = int(hits_ranked.sum())
-    if not n_truth:
+def average_precision(hits_ranked: Tensor, weights_ranked: Tensor | None = None) -> float | None:
+    """Weighted mean over the true tokens of the (weighted) precision at their rank.  [n] bool, [n] -> float (None without true tokens)."""
+    if not hits_ranked.any():
         return None
-    ranks = torch.arange(1, len(hits_ranked) + 1, dtype=torch.float64)
-    precision_at = hits_ranked.double().cumsum(0) / ranks
-    return float(precision_at[hits_ranked].sum() / n_truth)
+    weights = unit_weights(hits_ranked, weights_ranked)
+    precision_at = (weights * hits_ranked).cumsum(0) / weights.cumsum(0)
+    return float((precision_at[hits_ranked] * weights[hits_ranked]).sum() / weights[hits_ranked].sum())
 
 
 def evaluate_indicator(
-    name: str, scores: Tensor, truth: Tensor, token_ids: Tensor, budgets: Sequence[float] = BUDGETS
+    name: str, scores: Tensor, truth: Tensor, token_ids: Tensor, budgets: Sequence[float] = BUDGETS, weights: Tensor | None = None
 ) -> IndicatorFigures:
-    """Figures of one indicator over the eligible tokens.  scores [n] float, truth [n] bool, token_ids [n]."""
-    hits_ranked = truth[ranking(scores, token_ids)]
-    n, n_truth = len(truth), int(truth.sum())
-    rows = [figures_at(hits_ranked, budget_size(b, n), budget_label(b), n_truth) for b in budgets]
-    rows.append(figures_at(hits_ranked, n_truth, R_PRECISION, n_truth))
-    return IndicatorFigures(name, average_precision(hits_ranked), tuple(rows))
+    """Figures of one indicator over the eligible tokens.  scores [n] float, truth [n] bool, token_ids [n], weights [n] (default 1)."""
+    order = ranking(scores, token_ids)
+    hits_ranked, weights_ranked = truth[order], unit_weights(truth, weights)[order]
+    positions = torch.arange(len(truth))
+    targets = [(budget_label(b), b * float(weights_ranked.sum())) for b in budgets]
+    targets.append((R_PRECISION, float(weights_ranked[hits_ranked].sum())))
+    rows = [figures_of(label, positions < budget_size(weights_ranked, target), hits_ranked, weights_ranked) for label, target in targets]
+    return IndicatorFigures(name, average_precision(hits_ranked, weights_ranked), tuple(rows))
 
 
-def candidates_at(scores: Tensor, token_ids: Tensor, k: int) -> Tensor:
-    """The top ``k`` of one indicator as a mask over the eligible tokens.  [n], [n] -> [n] bool."""
+def candidates_at(scores: Tensor, token_ids: Tensor, weights: Tensor, target: float) -> Tensor:
+    """One indicator's candidates at a budget of ``target`` (population) tokens, as a mask.  [n], [n], [n] float64 -> [n] bool."""
+    order = ranking(scores, token_ids)
     mask = torch.zeros(len(scores), dtype=torch.bool)
-    mask[ranking(scores, token_ids)[:k]] = True
+    mask[order[: budget_size(weights[order], target)]] = True
     return mask
 
 
 def union_figures(
-    indicators: Mapping[str, Tensor], truth: Tensor, token_ids: Tensor, budgets: Sequence[float] = BUDGETS
+    indicators: Mapping[str, Tensor], truth: Tensor, token_ids: Tensor, budgets: Sequence[float] = BUDGETS, weights: Tensor | None = None
 ) -> tuple[IndicatorFigures, dict[str, Tensor]]:
     """Figures of the union of every indicator's candidates at each budget, and the true tokens it misses.
 
     Returns the ``any_indicator`` figures (k = the union's size) and, per budget
     label, the token ids that are true but in no indicator's top k.
     """
-    n, n_truth = len(truth), int(truth.sum())
+    weights = unit_weights(truth, weights)
     rows, missed = [], {}
     for budget in budgets:
-        k = budget_size(budget, n)
-        union = torch.zeros(n, dtype=torch.bool)
+        union = torch.zeros(len(truth), dtype=torch.bool)
         for scores in indicators.values():
-            union |= candidates_at(scores, token_ids, k)
+            union |= candidates_at(scores, token_ids, weights, budget * float(weights.sum()))
         label = budget_label(budget)
-        n_hits = int((union & truth).sum())
-        size = int(union.sum())
-        precision = n_hits / size if size else None
-        recall = n_hits / n_truth if n_truth else None
-        rows.append(BudgetFigures(label, size, n_hits, precision, recall, _f1(precision, recall)))
+        rows.append(figures_of(label, union, truth, weights))
         missed[label] = token_ids[truth & ~union]
     return IndicatorFigures(ANY_INDICATOR, None, tuple(rows)), missed
 
 
-def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float] | None:
-    """Wilson score interval of a proportion (None without trials): sound near 0 and 1, unlike the normal approximation."""
+def wilson_interval(successes: float, n: float, z: float = WILSON_Z) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (None without trials): sound near 0 and 1, unlike the normal approximation.
+
+    Effective (fractional) counts of a weighted sample are accepted as they are.
+    """
     if n <= 0:
         return None
     p = successes / n
@@ -146,6 +185,16 @@ def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float,
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def estimated_count(truth: Tensor, weights: Tensor) -> tuple[float, tuple[float, float] | None]:
+    """The population's estimated number of true tokens and its 95 % interval: the Wilson interval of their share, scaled.
+
+    truth [n] bool, weights [n] float64 (population tokens per sampled token).
+    """
+    population = float(weights.sum())
+    interval = wilson_interval(*effective_counts(weights, truth))
+    return float(weights[truth].sum()), None if interval is None else (interval[0] * population, interval[1] * population)
 
 
 @dataclass(frozen=True)
@@ -156,6 +205,8 @@ class Calibration:
     vocabulary) that the truth labels verified; ``top_rate``: the same share
     among the best indicator's top candidates. The truth separates when the
     lower Wilson bound of ``top_rate`` lies above the upper bound of ``floor``.
+    Token counts are estimates of the population's in a stratified sample, and the
+    top candidates' counts effective ones (:func:`effective_counts`).
     """
 
     n_controls: int
@@ -163,8 +214,8 @@ class Calibration:
     floor: float | None
     floor_interval: tuple[float, float] | None
     template_floors: dict[str, float]  # share of controls failing each template alone
-    n_truth: int
-    n_eligible: int
+    n_truth: float
+    n_eligible: float
     excess: float | None  # verified tokens beyond what the floor predicts among the eligible ones
     best_indicator: str | None
     top_rate: float | None
@@ -180,7 +231,7 @@ class Calibration:
             beyond = (
                 f"{self.excess:.0f} verified tokens beyond that floor"
                 if self.excess > 0
-                else f"but the {self.n_truth} verified tokens are no more than the floor predicts ({self.floor * self.n_eligible:.0f})"
+                else f"but the {self.n_truth:.0f} verified tokens are no more than the floor predicts ({self.floor * self.n_eligible:.0f})"
             )
             return f"the behavioural truth separates: {floor}, against {self.top_rate:.1%} of {self.best_indicator}'s top candidates; {beyond}"
         return (
@@ -192,11 +243,11 @@ class Calibration:
 def calibrate(
     control_verified: Sequence[bool],
     control_template_failed: Mapping[str, Sequence[bool]],
-    n_truth: int,
-    n_eligible: int,
+    n_truth: float,
+    n_eligible: float,
     best_indicator: str | None,
-    top_hits: int,
-    top_k: int,
+    top_hits: float,
+    top_k: float,
 ) -> Calibration:
     """Calibration figures from the controls' verdicts and per-template failures and the best indicator's top candidates."""
     n_controls, n_verified = len(control_verified), sum(control_verified)

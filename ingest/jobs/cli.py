@@ -211,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="sweep: only the first N token ids")
     p.add_argument("--sample", type=int, help="sweep: a seeded uniform random sample of N token ids (plus the controls) instead of all")
     p.add_argument(
+        "--stratify", action="store_true",
+        help="with --sample: stratify it by tokenizer category x anomaly_score band (top 2%%, 2-10%%, rest), over-sampling the top; "
+        "evaluation weights its estimates by the stored strata",
+    )
+    p.add_argument(
         "--all-steps", action="store_true",
         help="sweep: probe every template and step even where the verdict is already settled (default: settled probes stop)",
     )
@@ -566,6 +571,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         "determinism_sample": args.determinism,
         "sweep_limit": args.limit,
         "sweep_sample": args.sample,
+        "sweep_strata": "stratified" if args.stratify else None,
         "stop_when_settled": False if args.all_steps else None,
         "thresholds": {"verified_below": args.verified_below, "weak_below": args.weak_below},
     }
@@ -619,6 +625,13 @@ def _print_evaluation(engine, model: str, n_missed: int) -> None:
     first = rows[0]
     kind = "a seeded sample (95% Wilson intervals in the table)" if run.params["sampled"] else "the whole vocabulary"
     print(f"{run.model}: {first.n_truth} verified of {first.n_ranked} ranked tokens ({kind}), probes run {run.probes_run_id}")
+    if "stratified" in run.params:
+        estimate = run.params["stratified"]
+        low, high = estimate["estimated_n_truth_interval"]
+        print(
+            f"stratified sample: an estimated {estimate['estimated_n_truth']:.0f} [{low:.0f}, {high:.0f}] verified of {estimate['population']:.0f} "
+            "tokens; figures weighted by stratum, intervals on effective sample sizes"
+        )
     print(f"{'indicator':<26} {'R-prec':>6} {'AP':>6} {'P@2%':>6} {'R@2%':>6} {'P@10%':>6} {'R@10%':>6}")
     for name, budgets in sorted(by_indicator.items(), key=lambda item: -(item[1]["10%"].recall or 0.0)):
         r, two, ten = budgets.get("R"), budgets["2%"], budgets["10%"]

@@ -1,8 +1,10 @@
 """The ``evaluation`` stage: how much of a model's behavioural truth each indicator finds.
 
 The truth is the latest sweep probes run (the whole vocabulary, or a seeded
-sample with ``--sample``): its verified tokens. Every indicator ranks the same
-tokens, those probed that are neither special nor placeholders:
+sample with ``--sample``, uniform or ``--stratify``-ed): its verified tokens. A
+stratified sample's figures are weighted by the strata stored with the run.
+Every indicator ranks the same tokens, those probed that are neither special
+nor placeholders:
 
 - each embedding statistic of the latest embedding_stats run;
 - the new indicators, computed here from the weights and stored in
@@ -55,15 +57,17 @@ from ingest.compute.evaluation import (
     R_PRECISION,
     Calibration,
     IndicatorFigures,
-    budget_size,
     calibrate,
     candidates_at,
+    effective_counts,
+    estimated_count,
     evaluate_indicator,
     learned_scores,
     union_figures,
     wilson_interval,
 )
 from ingest.compute.probes import first_forward_scores
+from ingest.compute.sampling import stratum_weights
 from ingest.load.models import LoadedModel, is_causal_lm
 from ingest.stages.base import Unit, build_params
 from ingest.stages.probes import CONTROL
@@ -104,6 +108,8 @@ class Truth:
     control_verified: list[bool]
     sampled: bool  # a seeded sample, not the whole vocabulary: figures are estimates with intervals
     categories: dict[int, str]  # every token's category
+    weights: Tensor  # [n] float64: population tokens each ranked token stands for (1 unless the sample is stratified)
+    stratified: bool
 
 
 def require_sweep_run(session: Session, model_name: str) -> int:
@@ -128,15 +134,15 @@ def read_truth(conn: Connection, tokenizer_id: int, probes_run: int) -> Truth:
     ).all()
     probe_params = conn.scalar(select(IngestRun.params).where(IngestRun.id == probes_run))
     sampled = probe_params.get("sweep_sample") is not None or probe_params.get("sweep_limit") is not None
+    drawn = stratum_weights(probe_params["strata"]) if "strata" in probe_params else None
     controls = [(r.token_id, r.verdict == TRUTH_VERDICT) for r in verdicts if CONTROL in r.selected_by.split(",")]
     control_ids = {token_id for token_id, _ in controls}
+    # A sample's controls were added to it, not drawn (a stratified sample knows which were): leaving them out keeps the sample as drawn.
+    added = control_ids - set(drawn or ()) if sampled else set()
     ranked = sorted(
         (r.token_id, r.verdict == TRUTH_VERDICT)
         for r in verdicts
-        if r.verdict != "untested"
-        and categories[r.token_id] not in NOT_RANKED
-        # A sample's controls were added to it, not drawn: leaving them out keeps the sample uniform.
-        and not (sampled and r.token_id in control_ids)
+        if r.verdict != "untested" and categories[r.token_id] not in NOT_RANKED and r.token_id not in added
     )
     return Truth(
         token_ids=torch.tensor([t for t, _ in ranked], dtype=torch.long),
@@ -145,6 +151,8 @@ def read_truth(conn: Connection, tokenizer_id: int, probes_run: int) -> Truth:
         control_verified=[v for _, v in controls],
         sampled=sampled,
         categories=categories,
+        weights=torch.tensor([drawn[t] if drawn is not None else 1.0 for t, _ in ranked], dtype=torch.float64),
+        stratified=drawn is not None,
     )
 
 
@@ -257,11 +265,11 @@ class _Evaluation:
         scores = {**stat_scores(conn, self.stats_run, truth.token_ids), **{name: values[truth.token_ids] for name, values in new_indicators.items()}}
         scores = {name: values.float() for name, values in scores.items()}
         scores.update(category_scores(truth))
-        figures = [evaluate_indicator(name, values, truth.verified, truth.token_ids, self.params.budgets) for name, values in scores.items()]
-        union, missed = union_figures(scores, truth.verified, truth.token_ids, self.params.budgets)
+        figures = [evaluate_indicator(name, values, truth.verified, truth.token_ids, self.params.budgets, truth.weights) for name, values in scores.items()]
+        union, missed = union_figures(scores, truth.verified, truth.token_ids, self.params.budgets, truth.weights)
         learned, learned_report = self._learned(conn, scores, truth, figures)
         if learned is not None:
-            figures.append(evaluate_indicator(LEARNED, learned, truth.verified, truth.token_ids, self.params.budgets))
+            figures.append(evaluate_indicator(LEARNED, learned, truth.verified, truth.token_ids, self.params.budgets, truth.weights))
             new_indicators[LEARNED] = torch.full((n_ids,), float("nan"), dtype=torch.float64).index_put_((truth.token_ids,), learned.double())
             learned_report = {**learned_report, **self._learned_verdict(figures)}
         indicator_rows = self._token_indicator_rows(run_id, new_indicators, truth.categories)
@@ -278,6 +286,9 @@ class _Evaluation:
             "learned": learned_report,
             "missed_by_all": {label: ids.tolist() for label, ids in missed.items()},
         }
+        if truth.stratified:
+            estimate, interval = estimated_count(truth.verified, truth.weights)
+            extra["stratified"] = {"population": float(truth.weights.sum()), "estimated_n_truth": estimate, "estimated_n_truth_interval": interval}
         return n_rows, extra
 
     def _learned(self, conn: Connection, scores: dict[str, Tensor], truth: Truth, figures: list[IndicatorFigures]) -> tuple[Tensor | None, dict[str, Any]]:
@@ -347,8 +358,8 @@ class _Evaluation:
         n_truth = int(truth.verified.sum())
         rows = []
         for row in figures.budgets:
-            precision_ci = wilson_interval(row.n_hits, row.k) if truth.sampled else None
-            recall_ci = wilson_interval(row.n_hits, n_truth) if truth.sampled else None
+            precision_ci = wilson_interval(*row.precision_counts) if truth.sampled else None
+            recall_ci = wilson_interval(*row.recall_counts) if truth.sampled else None
             rows.append(
                 {
                     "run_id": run_id,
@@ -376,11 +387,14 @@ class _Evaluation:
     def _calibration(self, conn: Connection, truth: Truth, figures: list[IndicatorFigures], scores: dict[str, Tensor]) -> Calibration:
         r_precision = {f.indicator: next(r.precision for r in f.budgets if r.budget == R_PRECISION) for f in figures}
         best = max(r_precision, key=lambda name: (r_precision[name] or 0.0, name == "anomaly_score")) if r_precision else None
-        k = budget_size(CALIBRATION_BUDGET, len(truth.token_ids))
-        top_hits = int((candidates_at(scores[best], truth.token_ids, k) & truth.verified).sum()) if best else 0
+        population = float(truth.weights.sum())
+        top_hits, top_k = 0, 0
+        if best:
+            top = candidates_at(scores[best], truth.token_ids, truth.weights, CALIBRATION_BUDGET * population)
+            top_hits, top_k = effective_counts(truth.weights[top], truth.verified[top])
+        n_truth = float(truth.weights[truth.verified].sum())
         return calibrate(
-            truth.control_verified, self._control_template_failures(conn, truth.controls), int(truth.verified.sum()),
-            len(truth.token_ids), best, top_hits, k if best else 0,
+            truth.control_verified, self._control_template_failures(conn, truth.controls), n_truth, population, best, top_hits, top_k,
         )
 
     def _control_template_failures(self, conn: Connection, controls: list[int]) -> dict[str, list[bool]]:

@@ -28,6 +28,7 @@ from catalog.database import CatalogError, bulk_insert
 from catalog.queries import RANKINGS, require_run, top_anomalous_query
 from catalog.schema import EmbeddingStat, IndicatorPrecision, Model, ProbeDeterminism, ProbeResult, ProbeTemplate, Token, TokenVerdict
 from ingest.compute.probes import MODES, PLACEHOLDER, SWEEP_TEMPLATES, TEMPLATES, Prober, ProbeRecord, Template, templates_named
+from ingest.compute.sampling import Stratum, stratified_sample
 from ingest.compute.verdicts import ProbeOutcome, Thresholds, failure_category, precision, spells, verdict
 from ingest.load.models import LoadedModel, is_causal_lm
 from ingest.stages.base import ParamError, Unit, build_params
@@ -36,6 +37,8 @@ from ingest.stages.runs import ResumableWork
 STAGE = "probes"
 CONTROL = "control"
 SWEEP = "sweep"
+STRATIFIED = "stratified"
+SAMPLE_DESIGNS = ("uniform", STRATIFIED)
 CANDIDATE_CHUNK_TOKENS = 16
 SWEEP_CHUNK_TOKENS = 4096
 PROBE_TABLES = (ProbeResult.__table__, TokenVerdict.__table__, IndicatorPrecision.__table__, ProbeDeterminism.__table__)
@@ -53,7 +56,10 @@ class ProbeParams:
     dtype: str = "float32"
     determinism_sample: int = 4
     sweep_limit: int | None = None  # sweep only the first N token ids (benchmarks, tests)
-    sweep_sample: int | None = None  # sweep a seeded uniform random sample of N token ids instead of all (large vocabularies)
+    sweep_sample: int | None = None  # sweep a seeded random sample of N token ids instead of all (large vocabularies)
+    # How sweep_sample is drawn: uniform, or stratified by category x anomaly_score band (ingest.compute.sampling;
+    # the strata are stored in the run's params, and the evaluation weights its estimates by them).
+    sweep_strata: str = "uniform"
     # Sweep mode: a probe stops at the step where the target is predicted with p >= thresholds.weak_below, and the
     # token skips the later templates (controls excepted): its verdict is settled (rejected). So a stored output may
     # be shorter than `positions`, its probability is a lower bound, and a rejected token may lack later templates' rows.
@@ -73,6 +79,7 @@ class Selection:
     controls: list[int]
     probed: list[int]  # in probing order, special tokens excluded
     selected_by: dict[int, str]  # every selected token (probed or not) -> reason
+    strata: list[Stratum]  # a stratified sample's strata; empty otherwise
 
 
 def require_embedding_stats(session: Session, model_name: str) -> tuple[Model, int]:
@@ -101,6 +108,10 @@ class ProbesStage:
         params = build_params(ProbeParams, values, base=ProbeParams.sweep() if values.get("mode") == "sweep" else ProbeParams())
         if params.stop_when_settled and params.mode != "sweep":
             raise ParamError("stop_when_settled", "probes stop_when_settled applies to sweep mode only (candidate mode keeps whole transcripts)")
+        if params.sweep_strata not in SAMPLE_DESIGNS:
+            raise ParamError("sweep_strata", f"probes sweep_strata must be one of {', '.join(SAMPLE_DESIGNS)}, not {params.sweep_strata!r}")
+        if params.sweep_strata == STRATIFIED and (params.mode != "sweep" or params.sweep_sample is None):
+            raise ParamError("sweep_strata", "a stratified sample needs sweep mode and a sample size (sweep_sample)")
         return params
 
     def depends_on(self, params: ProbeParams) -> tuple[str, ...]:
@@ -148,9 +159,9 @@ def upsert_templates(conn: Connection, templates: Sequence[Template]) -> dict[st
     return ids
 
 
-def top_token_ids(conn: Connection, stats_run: int, by: str, n: int) -> list[int]:
-    """The first ``n`` token ids of an embedding_stats run's ``by`` ranking, special and placeholder tokens left out:
-    placeholders (padding rows among them) are the unused-token reference and crowd its top, never candidates."""
+def top_token_ids(conn: Connection, stats_run: int, by: str, n: int | None) -> list[int]:
+    """The first ``n`` (None: all) token ids of an embedding_stats run's ``by`` ranking, special and placeholder tokens
+    left out: placeholders (padding rows among them) are the unused-token reference and crowd its top, never candidates."""
     query = top_anomalous_query(stats_run, by).where(Token.category != "placeholder")
     return list(conn.scalars(query.with_only_columns(Token.token_id).limit(n)))
 
@@ -162,6 +173,29 @@ def sample_normal_tokens(conn: Connection, tokenizer_id: int, n: int, seed: int,
     ).all()
     pool = [t for t in normal if t not in exclude]
     return sorted(random.Random(seed).sample(pool, min(n, len(pool))))
+
+
+def draw_strata(conn: Connection, params: ProbeParams, stats_run: int, tokenizer_id: int, population: Sequence[int]) -> list[Stratum]:
+    """A stratified sample of the population's non-special tokens: category x band of the stats run's anomaly_score ranking."""
+    pool = set(population)
+    categories = {
+        token_id: category
+        for token_id, category in conn.execute(
+            select(Token.token_id, Token.category).where(Token.tokenizer_id == tokenizer_id, Token.is_special.is_(False))
+        )
+        if token_id in pool
+    }
+    ranked = [token_id for token_id in top_token_ids(conn, stats_run, "anomaly_score", None) if token_id in categories]
+    unscored = sorted(set(categories) - set(ranked))  # no statistic (beyond the matrix): least anomalous
+    return stratified_sample(categories, ranked + unscored, params.sweep_sample, params.seed)
+
+
+def draw_sample(conn: Connection, params: ProbeParams, stats_run: int, tokenizer_id: int, population: Sequence[int]) -> tuple[list[int], list[Stratum]]:
+    """The ``sweep_sample`` token ids drawn from the population, and their strata (none for a uniform sample)."""
+    if params.sweep_strata == STRATIFIED:
+        strata = draw_strata(conn, params, stats_run, tokenizer_id, population)
+        return [token_id for stratum in strata for token_id in stratum.token_ids], strata
+    return random.Random(params.seed).sample(population, min(params.sweep_sample, len(population))), []
 
 
 def select_tokens(conn: Connection, params: ProbeParams, stats_run: int, tokenizer_id: int) -> Selection:
@@ -177,19 +211,21 @@ def select_tokens(conn: Connection, params: ProbeParams, stats_run: int, tokeniz
             reasons[token_id].append(name)
     for token_id in controls:
         reasons[token_id].append(CONTROL)
+    strata: list[Stratum] = []
     if params.mode == "sweep":
         # The statistics cover exactly the model's embedding rows, its padding rows included (probed by id like any
         # row); the tokenizer may also hold padding rows of a more padded model.
         every = conn.scalars(select(EmbeddingStat.token_id).where(EmbeddingStat.run_id == stats_run).order_by(EmbeddingStat.token_id)).all()
         every = every[: params.sweep_limit] if params.sweep_limit is not None else every
         if params.sweep_sample is not None:
+            drawn, strata = draw_sample(conn, params, stats_run, tokenizer_id, every)
             # Controls stay in, so the control floor is measured on the same run.
-            every = sorted(set(random.Random(params.seed).sample(every, min(params.sweep_sample, len(every)))) | set(controls))
+            every = sorted(set(drawn) | set(controls))
         selected_by = {token_id: ",".join(reasons.get(token_id, [SWEEP])) for token_id in every}
     else:
         selected_by = {token_id: ",".join(why) for token_id, why in reasons.items()}
     probed = [token_id for token_id in selected_by if token_id not in special]
-    return Selection(by_indicator, controls, probed, selected_by)
+    return Selection(by_indicator, controls, probed, selected_by, strata)
 
 
 def outcome_fields(tokenizer: Any, record: ProbeRecord, token_text: str) -> dict[str, Any]:
@@ -273,6 +309,8 @@ class _ProbeRun:
             # Below batch_size when out-of-memory forced smaller batches (in this invocation).
             "batch_size_used": self.prober.batches.batch_size,
         }
+        if self.selection.strata:
+            extra["strata"] = [stratum.as_params() for stratum in self.selection.strata]
         return n_rows, extra
 
     def _write_verdicts(self, conn: Connection, run_id: int) -> dict[int, str]:

@@ -12,6 +12,8 @@ from ingest.compute.evaluation import (
     average_precision,
     budget_size,
     calibrate,
+    effective_counts,
+    estimated_count,
     evaluate_indicator,
     learned_scores,
     percentile_ranks,
@@ -61,10 +63,50 @@ def test_a_perfect_and_a_reversed_indicator():
 
 
 def test_budget_size_is_at_least_one_and_rounds_up():
-    assert budget_size(0.005, 49152) == 246
-    assert budget_size(0.02, 10) == 1
-    assert budget_size(0.10, 10) == 1
-    assert budget_size(0.5, 3) == 2
+    def unweighted(budget: float, n: int) -> int:
+        return budget_size(torch.ones(n, dtype=torch.float64), budget * n)
+
+    assert unweighted(0.005, 49152) == 246
+    assert unweighted(0.02, 10) == 1
+    assert unweighted(0.10, 10) == 1
+    assert unweighted(0.5, 3) == 2
+
+
+# The same ten tokens as a stratified sample: ids 10..13 are a whole stratum of 4 (weight 1), ids 14..19 a sample
+# of 6 from a stratum of 60 (weight 10). Population 64; estimated true tokens 1 + 1 + 10 = 12 (the naive count is 3).
+WEIGHTS = torch.tensor([1.0] * 4 + [10.0] * 6, dtype=torch.float64)
+
+
+def test_a_stratified_sample_weights_every_figure_by_hand():
+    figures = evaluate_indicator("score", SCORES, TRUTH, TOKEN_IDS, budgets=(0.1, 0.5), weights=WEIGHTS)
+    rows = {row.budget: row for row in figures.budgets}
+    # 10 % of 64 = 6.4 population tokens: the ranking's weights before each token are 0, 1, 2, 3, 4, 14, ...,
+    # so ids 10..14 are the candidates (weight 14), holding ids 10 and 12 (weight 2). Unweighted: k = 1, precision 1.
+    assert (rows["10%"].k, rows["10%"].n_hits) == (5, 2)
+    assert rows["10%"].precision == pytest.approx(2 / 14) and rows["10%"].recall == pytest.approx(2 / 12)
+    # 50 % = 32: before-weights 0, 1, 2, 3, 4, 14, 24 are below it, 34 is not: ids 10..16, weight 34.
+    assert rows["50%"].k == 7 and rows["50%"].precision == pytest.approx(2 / 34)
+    # R-precision: a budget of the estimated 12 true tokens takes ids 10..14 again (before-weight 4 < 12 < 14).
+    assert rows[R_PRECISION].k == 5 and rows[R_PRECISION].precision == pytest.approx(2 / 14)
+    # Average precision: true tokens at ranks 1, 3, 10 (weights 1, 1, 10), weighted precision there 1, 2/3, 12/64.
+    assert figures.average_precision == pytest.approx((1 + 2 / 3 + 10 * 12 / 64) / 12)
+    # Effective counts of precision at 10 %: weights 1, 1, 1, 1, 10 -> scale 14 / 104.
+    assert rows["10%"].precision_counts == (pytest.approx(2 * 14 / 104), pytest.approx(14 * 14 / 104))
+
+
+def test_unit_weights_give_the_plain_counts():
+    assert effective_counts(torch.ones(5, dtype=torch.float64), torch.tensor([True, False, True, True, False])) == (3.0, 5.0)
+    plain = evaluate_indicator("score", SCORES, TRUTH, TOKEN_IDS, budgets=(0.2,))
+    weighted = evaluate_indicator("score", SCORES, TRUTH, TOKEN_IDS, budgets=(0.2,), weights=torch.ones(10))
+    assert plain == weighted and plain.budgets[0].precision_counts == (1.0, 2.0) and plain.budgets[0].recall_counts == (1.0, 3.0)
+
+
+def test_estimated_count_of_a_stratified_sample():
+    estimate, (low, high) = estimated_count(TRUTH, WEIGHTS)
+    assert estimate == 12.0
+    # Share 12/64 on 64^2 / (4 + 600) effective tokens; the interval is that share's Wilson interval x 64.
+    share_low, share_high = wilson_interval(12 * 64 / 604, 64 * 64 / 604)
+    assert (low, high) == (pytest.approx(share_low * 64), pytest.approx(share_high * 64)) and low < 12 < high
 
 
 def test_union_finds_what_either_indicator_finds_and_lists_the_missed():
@@ -75,6 +117,11 @@ def test_union_finds_what_either_indicator_finds_and_lists_the_missed():
     assert union.indicator == ANY_INDICATOR
     assert (row.k, row.n_hits, row.precision) == (4, 2, 0.5)
     assert missed["20%"].tolist() == [19]
+    # Weighted (WEIGHTS): 20 % of 64 = 12.8 takes each indicator's top 5 (before-weight 4 < 12.8 < 14); ties go by
+    # token id, so both tops are ids 10..14 (weight 14, 2 true): unweighted the union had 4 tokens and precision 1/2.
+    weighted, missed = union_figures({"a": first, "b": second}, TRUTH, TOKEN_IDS, budgets=(0.2,), weights=WEIGHTS)
+    (row,) = weighted.budgets
+    assert (row.k, row.n_hits) == (5, 2) and row.precision == pytest.approx(2 / 14) and missed["20%"].tolist() == [19]
 
 
 def test_wilson_interval_known_values():

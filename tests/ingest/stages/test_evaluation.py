@@ -1,5 +1,7 @@
 """The evaluation stage on a real SmolLM2-135M sweep sample: the table agrees with the verdicts it reads."""
 
+import dataclasses
+
 import pytest
 import torch
 from sqlalchemy import func, select
@@ -7,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError, make_engine
 from catalog.queries import evaluation_rows, latest_evaluation, missed_tokens
-from catalog.schema import Token, TokenIndicator, TokenVerdict
+from catalog.schema import IngestRun, Token, TokenIndicator, TokenVerdict
 from ingest.compute.evaluation import learned_scores
 from ingest.jobs.cli import main
 from ingest.jobs.runner import run_stage
@@ -34,7 +36,49 @@ def evaluated(smollm2, smollm2_catalog, tmp_path_factory):
         engine.dispose()
 
 
-def _ranked_verdicts(engine, run):
+# The same size, stratified: category x anomaly_score band, the top of the ranking over-sampled.
+STRATIFIED = dataclasses.replace(SAMPLE, sweep_sample=24, sweep_strata="stratified")
+
+
+@pytest.fixture(scope="module")
+def stratified(smollm2, smollm2_catalog, tmp_path_factory):
+    with fresh_database(tmp_path_factory.mktemp("stratified"), template=smollm2_catalog) as url:
+        engine = make_engine(url)
+        probes = run_stage(engine, PROBES, STRATIFIED, loaded=smollm2)
+        result = run_stage(engine, EVALUATION, EvaluationParams(batch_size=16), loaded=smollm2)
+        yield engine, probes, result
+        engine.dispose()
+
+
+def test_a_stratified_sweep_stores_its_strata_and_the_evaluation_weights_by_them(stratified):
+    engine, probes, result = stratified
+    assert result.status == "succeeded"
+    with Session(engine) as session:
+        strata = session.get(IngestRun, probes.run_id).params["strata"]
+        non_special = session.scalar(select(func.count()).select_from(Token).where(Token.is_special.is_(False)))  # SmolLM2 is the only model
+        run = latest_evaluation(session, SMOLLM2)
+        rows = evaluation_rows(session, run.run_id)
+    # The strata cover every non-special token; the sample over-samples the top of the ranking.
+    assert sum(s["population"] for s in strata) == non_special
+    assert all(0 < s["sample"] == len(s["token_ids"]) <= s["population"] for s in strata)
+    assert 24 <= sum(s["sample"] for s in strata) <= 24 + 2 * len(strata)
+    rate = {band: sum(s["sample"] for s in strata if s["band"] == band) / sum(s["population"] for s in strata if s["band"] == band) for band in ("top2%", "rest")}
+    assert rate["top2%"] > 10 * rate["rest"]
+    # The evaluation's estimate is the weighted count of the verified ranked tokens (weight = population / sample).
+    verdicts = _ranked_verdicts(engine, run, controls=True)
+    weight = {t: s["population"] / s["sample"] for s in strata if s["category"] not in NOT_RANKED for t in s["token_ids"]}
+    assert set(verdicts) >= set(weight) and run.params["n_ranked"] == len(weight)
+    estimate = run.params["stratified"]
+    assert estimate["population"] == pytest.approx(sum(s["population"] for s in strata if s["category"] not in NOT_RANKED))
+    assert estimate["estimated_n_truth"] == pytest.approx(sum(weight[t] for t in weight if verdicts[t] == "verified"))
+    low, high = estimate["estimated_n_truth_interval"]
+    assert low <= estimate["estimated_n_truth"] <= high
+    for row in rows:
+        if row.precision is not None:
+            assert row.precision_low <= row.precision + 1e-12 and row.precision <= row.precision_high + 1e-12
+
+
+def _ranked_verdicts(engine, run, controls=False):
     """Verdicts of the ranked tokens, read straight from token_verdict: neither special, placeholder nor a control."""
     with Session(engine) as session:
         rows = session.execute(
@@ -42,7 +86,11 @@ def _ranked_verdicts(engine, run):
             .join(Token, (Token.tokenizer_id == TokenVerdict.tokenizer_id) & (Token.token_id == TokenVerdict.token_id))
             .where(TokenVerdict.run_id == run.probes_run_id)
         ).all()
-    return {r.token_id: r.verdict for r in rows if r.category not in NOT_RANKED and r.verdict != "untested" and "control" not in r.selected_by}
+    return {
+        r.token_id: r.verdict
+        for r in rows
+        if r.category not in NOT_RANKED and r.verdict != "untested" and (controls or "control" not in r.selected_by)
+    }
 
 
 def test_the_table_counts_what_the_verdicts_say(evaluated):

