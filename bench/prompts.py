@@ -5,11 +5,13 @@
     PYTHONPATH=$PWD python bench/prompts.py --device cuda --dtype bfloat16 --targets 64 --slots 64 --success
 
 Throughput: the batched search (``gcg_search``: ``--slots`` targets per step, all
-their candidates scored together) and a plain GCG loop written the textbook way
-(one target at a time, one gradient pass and one candidate batch per step) run
-the same ``--bench-steps`` steps on the same targets, with the same frame,
-prompt length, top-k and candidates per step, one after the other in the same
-process. Each prints target-steps per second; the ratio is the speed-up.
+their candidates scored together, the frame's keys and values computed once,
+logits of the last position only) and a plain GCG loop written the textbook way
+(one target at a time, one gradient pass and one candidate batch per step, each
+a forward of the whole framed sequence, as the original GCG code does) run the
+same ``--bench-steps`` steps on the same targets, with the same frame, prompt
+length, top-k and candidates per step, one after the other in the same process.
+Each prints target-steps per second; the ratio is the speed-up.
 
 Success (``--success``): the stage itself (``run_prompt_search``) with the
 default budget on the ``--targets`` most anomalous tokens and as many random
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -40,7 +43,6 @@ from ingest.compute.prompts import (
     initial_prompt,
     sample_candidates,
     target_seed,
-    token_gradients,
 )
 from ingest.jobs.pipeline import ingest
 from ingest.jobs.runner import run_stage, upstream_runs
@@ -114,23 +116,33 @@ def batched_gcg(lm: PromptLM, target_ids: list[int], bans, params: SearchParams,
 
 
 def textbook_gcg(lm: PromptLM, target_ids: list[int], bans, params: SearchParams, inits) -> int:
-    """GCG as usually written: one target at a time, one gradient pass and one candidate batch per step, stop on success."""
-    steps = 0
+    """GCG as the original reference loop writes it: one target at a time, every step one gradient pass and one
+    candidate batch, each a plain forward of the whole framed sequence (no cached frame, logits at every position).
+
+    Same frame, start, top-k, candidates and seeds as the batched search; stops on success like it.
+    """
+    model, table, steps = lm.model, lm.table, 0
+    frame_before, frame_after = table[lm.prefix_ids], table[lm.suffix_ids]
     for token_id, banned in zip(target_ids, bans.masks(target_ids).to(lm.device)):
         generator = torch.Generator().manual_seed(target_seed(params.seed, token_id))
-        prompt = initial_prompt(inits.get(token_id, ()), banned, params.prompt_len, generator)[None]  # [1, pos]
+        prompt = initial_prompt(inits.get(token_id, ()), banned, params.prompt_len, generator)  # [pos]
         target = torch.tensor([token_id], device=lm.device)
         for _ in range(params.max_steps):
             steps += 1
-            grad, current = token_gradients(lm, prompt, target)
-            if current.rank.item() == 1:
+            one_hot = F.one_hot(prompt, lm.d_vocab).to(lm.dtype).requires_grad_()  # [pos, d_vocab]
+            embeds = torch.cat([frame_before, one_hot @ table, frame_after])[None]  # [1, seq, d_model]
+            logits = model(inputs_embeds=embeds, use_cache=False).logits[:, -1].float()  # [1, d_vocab]
+            (grad,) = torch.autograd.grad(F.cross_entropy(logits, target), one_hot)
+            if int(logits.argmax()) == token_id:
                 break
-            top_ids = (-grad.masked_fill(banned, float("inf"))).topk(params.top_k, dim=-1).indices  # [1, pos, k]
-            candidates = sample_candidates(prompt, top_ids, params.n_candidates, [generator])[0]  # [n, pos]
-            scores = lm.score_ids(candidates, target.expand(len(candidates)), chunk=len(candidates))
-            best = int(scores.logprob.argmax())
-            if scores.logprob[best] > current.logprob[0]:
-                prompt = candidates[best][None]
+            top_ids = (-grad.float().masked_fill(banned, float("inf"))).topk(params.top_k, dim=-1).indices  # [pos, k]
+            candidates = sample_candidates(prompt[None], top_ids[None], params.n_candidates, [generator])[0]  # [n, pos]
+            with torch.no_grad():
+                candidate_logits = model(input_ids=lm.framed_ids(candidates), use_cache=False).logits[:, -1].float()  # [n, d_vocab]
+            logprobs = candidate_logits.log_softmax(-1)[:, token_id]
+            best = int(logprobs.argmax())
+            if logprobs[best] > logits.log_softmax(-1)[0, token_id]:
+                prompt = candidates[best]
     return steps
 
 

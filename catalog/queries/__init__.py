@@ -34,7 +34,7 @@ from catalog.queries.nokens import (  # noqa: F401
     nokens_query,
 )
 from catalog.queries.probes import PrecisionRow, ProbeTranscript, TokenVerdictRow, indicator_precision, probe_transcripts, token_verdicts  # noqa: F401
-from catalog.queries.prompts import Elicitability, PromptResult, elicitability, prompt_results  # noqa: F401
+from catalog.queries.prompts import Elicitability, PromptResult, best_search_query, elicitability, prompt_results  # noqa: F401
 from catalog.queries.runs import (  # noqa: F401
     ModelSummary,
     catalog_version,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Integer, Subquery, cast, func, select
+from sqlalchemy import ColumnElement, Integer, Select, Subquery, cast, func, select
 from sqlalchemy.orm import Session
 
 from catalog.queries.runs import find_model, latest_run_id
@@ -69,12 +69,43 @@ def _latest_searches(model_id: int) -> Subquery:
     )
 
 
+def _any_success() -> ColumnElement[int]:
+    """Over one token's latest searches: 1 if any method's prompt made greedy decoding emit it, else 0."""
+    return func.max(cast(PromptSearch.greedy_emits, Integer))
+
+
+def _searched(model_id: int) -> Select:
+    """Aggregates over each token's latest searches (all methods) start from here: add columns, then group by token."""
+    latest = _latest_searches(model_id)
+    return select().join_from(
+        PromptSearch, latest, (latest.c.run_id == PromptSearch.run_id) & (latest.c.token_id == PromptSearch.token_id) & (latest.c.method == PromptSearch.method)
+    )
+
+
+def best_search_query(model_id: int) -> Select:
+    """(token_id, best_logprob, elicited, run_id): every searched token of a model, all methods' latest searches together.
+
+    ``run_id`` is the latest run among them, so a reader can tell which searches it saw.
+    """
+    return (
+        _searched(model_id)
+        .add_columns(
+            PromptSearch.token_id,
+            func.max(PromptSearch.target_logprob).label("best_logprob"),
+            (_any_success() == 1).label("elicited"),
+            func.max(PromptSearch.run_id).label("run_id"),
+        )
+        .group_by(PromptSearch.token_id)
+        .order_by(PromptSearch.token_id)
+    )
+
+
 def prompt_results(session: Session, model_name: str, method: str | None = None) -> list[PromptResult]:
     """Each target's prompt-search result from the latest succeeded run that searched it, hardest first."""
     model = find_model(session, model_name)
-    latest = _latest_searches(model.id)
     query = (
-        select(
+        _searched(model.id)
+        .add_columns(
             Model.name.label("model"),
             PromptSearch.run_id,
             PromptSearch.token_id,
@@ -93,7 +124,6 @@ def prompt_results(session: Session, model_name: str, method: str | None = None)
             PromptSearch.budget_steps,
             PromptSearch.restarts,
         )
-        .join(latest, (latest.c.run_id == PromptSearch.run_id) & (latest.c.token_id == PromptSearch.token_id) & (latest.c.method == PromptSearch.method))
         .join(Token, (Token.tokenizer_id == PromptSearch.tokenizer_id) & (Token.token_id == PromptSearch.token_id))
         .join(Model, Model.id == PromptSearch.model_id)
         .order_by(PromptSearch.method, PromptSearch.target_logprob, PromptSearch.token_id)
@@ -112,16 +142,15 @@ def elicitability(
     search with a budget of at least B steps could make the model emit.
     """
     model = find_model(session, model_name)
-    latest = _latest_searches(model.id)
     probes_run = latest_run_id(session, model.id, "probes")
-    success = func.max(cast(PromptSearch.greedy_emits, Integer))
     budget = func.max(PromptSearch.budget_steps)
     query = (
-        select(
+        _searched(model.id)
+        .add_columns(
             PromptSearch.token_id,
             Token.piece,
             func.min(PromptSearch.target_role).label("target_role"),
-            (success == 1).label("elicited"),
+            (_any_success() == 1).label("elicited"),
             func.max(PromptSearch.target_logprob).label("best_logprob"),
             func.min(PromptSearch.target_rank).label("best_rank"),
             func.sum(PromptSearch.steps).label("steps"),
@@ -129,7 +158,6 @@ def elicitability(
             budget.label("budget_steps"),
             TokenVerdict.verdict,
         )
-        .join(latest, (latest.c.run_id == PromptSearch.run_id) & (latest.c.token_id == PromptSearch.token_id) & (latest.c.method == PromptSearch.method))
         .join(Token, (Token.tokenizer_id == PromptSearch.tokenizer_id) & (Token.token_id == PromptSearch.token_id))
         .outerjoin(TokenVerdict, (TokenVerdict.run_id == probes_run) & (TokenVerdict.token_id == PromptSearch.token_id))
         .group_by(PromptSearch.token_id, Token.piece, TokenVerdict.verdict)
@@ -137,7 +165,7 @@ def elicitability(
         .order_by(func.max(PromptSearch.target_logprob), PromptSearch.token_id)
     )
     if elicited is not None:
-        query = query.having(success == int(elicited))
+        query = query.having(_any_success() == int(elicited))
     if verdict is not None:
         query = query.where(TokenVerdict.verdict == verdict)
     return [Elicitability(**{**row._mapping, "elicited": bool(row.elicited)}) for row in session.execute(query).all()]

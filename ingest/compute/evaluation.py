@@ -15,6 +15,9 @@ top ``k = ceil(b * n)`` tokens are its candidates:
 - average precision: the mean of the precision at the rank of every true token.
 
 Ties are broken by token id, so a figure never depends on sort stability.
+A token without a score (NaN: an indicator measured on some tokens only, such
+as ``elicitability``) is never a candidate, but a true one still counts in
+recall and average precision, as a miss.
 Figures from a sample rather than a whole sweep carry Wilson score intervals.
 
 A stratified sample weights every token by the population tokens it stands
@@ -123,13 +126,22 @@ def figures_of(label: str, candidates: Tensor, truth: Tensor, weights: Tensor) -
     return BudgetFigures(label, int(candidates.sum()), n_hits, precision, recall, _f1(precision, recall), precision_counts, recall_counts)
 
 
-def average_precision(hits_ranked: Tensor, weights_ranked: Tensor | None = None) -> float | None:
-    """Weighted mean over the true tokens of the (weighted) precision at their rank.  [n] bool, [n] -> float (None without true tokens)."""
+def average_precision(hits_ranked: Tensor, weights_ranked: Tensor | None = None, scored_ranked: Tensor | None = None) -> float | None:
+    """Weighted mean over the true tokens of the (weighted) precision at their rank; an unscored true token adds 0.
+
+    hits_ranked [n] bool, weights_ranked [n] (default 1), scored_ranked [n] bool (default all) -> float (None without true tokens).
+    """
     if not hits_ranked.any():
         return None
     weights = unit_weights(hits_ranked, weights_ranked)
+    found = hits_ranked if scored_ranked is None else hits_ranked & scored_ranked
     precision_at = (weights * hits_ranked).cumsum(0) / weights.cumsum(0)
-    return float((precision_at[hits_ranked] * weights[hits_ranked]).sum() / weights[hits_ranked].sum())
+    return float((precision_at[found] * weights[found]).sum() / weights[hits_ranked].sum())
+
+
+def top_of_ranking(scored_ranked: Tensor, weights_ranked: Tensor, target: float) -> Tensor:
+    """The candidates of a ranking at a budget of ``target`` (population) tokens, never an unscored one.  [n] bool, [n] -> [n] bool, ranked order."""
+    return (torch.arange(len(scored_ranked)) < budget_size(weights_ranked, target)) & scored_ranked
 
 
 def evaluate_indicator(
@@ -137,19 +149,18 @@ def evaluate_indicator(
 ) -> IndicatorFigures:
     """Figures of one indicator over the eligible tokens.  scores [n] float, truth [n] bool, token_ids [n], weights [n] (default 1)."""
     order = ranking(scores, token_ids)
-    hits_ranked, weights_ranked = truth[order], unit_weights(truth, weights)[order]
-    positions = torch.arange(len(truth))
+    hits_ranked, weights_ranked, scored_ranked = truth[order], unit_weights(truth, weights)[order], ~scores[order].isnan()
     targets = [(budget_label(b), b * float(weights_ranked.sum())) for b in budgets]
     targets.append((R_PRECISION, float(weights_ranked[hits_ranked].sum())))
-    rows = [figures_of(label, positions < budget_size(weights_ranked, target), hits_ranked, weights_ranked) for label, target in targets]
-    return IndicatorFigures(name, average_precision(hits_ranked, weights_ranked), tuple(rows))
+    rows = [figures_of(label, top_of_ranking(scored_ranked, weights_ranked, target), hits_ranked, weights_ranked) for label, target in targets]
+    return IndicatorFigures(name, average_precision(hits_ranked, weights_ranked, scored_ranked), tuple(rows))
 
 
 def candidates_at(scores: Tensor, token_ids: Tensor, weights: Tensor, target: float) -> Tensor:
     """One indicator's candidates at a budget of ``target`` (population) tokens, as a mask.  [n], [n], [n] float64 -> [n] bool."""
     order = ranking(scores, token_ids)
     mask = torch.zeros(len(scores), dtype=torch.bool)
-    mask[order[: budget_size(weights[order], target)]] = True
+    mask[order] = top_of_ranking(~scores[order].isnan(), weights[order], target)
     return mask
 
 

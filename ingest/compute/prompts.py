@@ -10,9 +10,11 @@ allowed tokens. Two searches per target token:
 - ``gcg``: a discrete search over prompt token ids. The gradient of the target's
   loss with respect to one-hot inputs ranks, per position, the ``top_k`` token
   swaps that should lower the loss most; ``n_candidates`` single-swap prompts are
-  then scored exactly in one batched forward and the best is kept if it beats the
-  current prompt (by ``objective``: the target's log-prob by default, or its
-  margin over the best other token). After ``patience`` steps without a better prompt the search
+  then scored exactly in one batched forward. Success comes first: a candidate that
+  makes the target the greedy next token is kept at once (the one with the widest
+  margin), ending that target's search; otherwise the best candidate is kept if it
+  beats the current prompt (by ``objective``: the target's log-prob by default, or
+  its margin over the best other token). After ``patience`` steps without a better prompt the search
   restarts from random allowed tokens (the best prompt so far is kept). ``n_slots``
   targets are optimised at once; a target that succeeds (it becomes the greedy
   next token) or spends ``max_steps`` leaves its slot to the next target.
@@ -326,8 +328,16 @@ class _Slot:
         if score > self.score + IMPROVEMENT:
             self.stale = 0
         self.prompt_ids, self.score = prompt_ids, score
-        if score > self.best[self.objective]:
+        if self.key(scores) > self.key(self.best):
             self.best_ids, self.best = prompt_ids, scores
+
+    def key(self, scores: tuple[float, int, float]) -> tuple[bool, float]:
+        """Order of prompts: success (the target is the greedy next token) first, then the objective."""
+        return scores[1] == 1, scores[self.objective]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.best[1] == 1
 
     def restart(self, prompt_len: int) -> None:
         self.prompt_ids = random_allowed_ids(self.banned, prompt_len, self.generator)
@@ -385,6 +395,19 @@ def gcg_search(
         yield from _gcg_step(lm, slots, params, eval_chunk)
 
 
+def success_first(objective: Tensor, rank: Tensor, margin: Tensor) -> Tensor:
+    """The candidate each target keeps: objective, rank, margin [slot, n] -> index [slot].
+
+    A target's best-objective candidate need not be its greedy one (a flatter
+    distribution can lower the target's log-prob yet drop the one token above
+    it); a candidate that succeeds is worth more than any log-prob, so among
+    those, the widest margin wins.
+    """
+    succeeded = rank == 1
+    widest = margin.masked_fill(~succeeded, float("-inf")).argmax(-1)
+    return torch.where(succeeded.any(-1), widest, objective.argmax(-1))
+
+
 def _gcg_step(lm: PromptLM, slots: list[_Slot], params: SearchParams, eval_chunk: int) -> Iterator[SearchResult]:
     """One step for every slot; finished slots are removed from ``slots`` and their results yielded."""
     prompts = torch.stack([s.prompt_ids for s in slots])  # [slot, pos]
@@ -395,7 +418,7 @@ def _gcg_step(lm: PromptLM, slots: list[_Slot], params: SearchParams, eval_chunk
     candidates = sample_candidates(prompts, top_ids, params.n_candidates, [s.generator for s in slots])
     n = params.n_candidates
     scores = lm.score_ids(candidates.flatten(0, 1), targets.repeat_interleave(n), eval_chunk)
-    best = getattr(scores, params.objective).view(len(slots), n).argmax(-1)  # [slot]
+    best = success_first(getattr(scores, params.objective).view(len(slots), n), scores.rank.view(len(slots), n), scores.margin.view(len(slots), n))
     flat_best = torch.arange(len(slots), device=lm.device) * n + best
     # One transfer of the few numbers the bookkeeping needs (a sync per number is slow on a GPU).
     now = list(zip(current.logprob.tolist(), current.rank.tolist(), current.margin.tolist()))
@@ -406,10 +429,10 @@ def _gcg_step(lm: PromptLM, slots: list[_Slot], params: SearchParams, eval_chunk
         slot.stale += 1
         slot.n_evaluations += n + 1
         slot.record(slot.prompt_ids, now[i])
-        if top[i][slot.objective] > slot.score:
+        if slot.key(top[i]) > slot.key(now[i]):
             slot.record(candidates[i, best[i]], top[i])
         slot.trajectory.append(-slot.best[slot.objective])  # the best so far: restarts do not show as rises
-        if slot.best[1] == 1 or slot.steps >= params.max_steps:
+        if slot.succeeded or slot.steps >= params.max_steps:
             finished.append(slot)
         elif slot.stale >= params.patience:
             slot.restart(params.prompt_len)

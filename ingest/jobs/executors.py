@@ -28,6 +28,7 @@ from catalog.database import CatalogError, first_line, make_engine
 from ingest.jobs.pipeline import IngestReport, StageConfig, ingest
 from ingest.jobs.planning import Plan, log, log_report
 from ingest.stages.all import STAGES, TOKENIZER_FACTS
+from ingest.stages.base import upstream_stages
 
 EXECUTORS = ("ray", "local", "slurm")
 
@@ -78,7 +79,7 @@ def unit_waves(plans: Sequence[Plan]) -> list[list[WorkUnit]]:
         entry, level = item.entry, {}
         for name in item.pending:
             config = entry.configs.get(name)
-            upstream = (TOKENIZER_FACTS, *STAGES[name].depends_on(config.params)) if config else ()
+            upstream = (TOKENIZER_FACTS, *upstream_stages(STAGES[name], config.params)) if config else ()
             level[name] = 1 + max((level[dep] for dep in upstream if dep in level), default=-1)
             while len(waves) <= level[name]:
                 waves.append([])

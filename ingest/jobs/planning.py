@@ -27,6 +27,7 @@ from ingest.jobs.registry import RegistryEntry
 from ingest.jobs.runner import UPSTREAM_KEY, current_runs, keyed_params
 from ingest.load.models import identify
 from ingest.stages.all import STAGES, TOKENIZER_FACTS
+from ingest.stages.base import upstream_stages
 from ingest.stages.runs import params_hash
 
 log = logging.getLogger("glitchdex.reingest")
@@ -83,10 +84,10 @@ def _stage_reason(conn: Connection, model_id: int, name: str, params: Any, pendi
     """Why stage ``name`` must run, or None when a succeeded run has its key."""
     stage = STAGES[name]
     needed = stage.depends_on(params)
-    waiting = [dep for dep in needed if dep in pending]
+    waiting = [dep for dep in upstream_stages(stage, params) if dep in pending]
     if waiting:
         return f"after {waiting[0]}, which is pending"
-    upstream = current_runs(conn, model_id, needed)
+    upstream = current_runs(conn, model_id, upstream_stages(stage, params))
     missing = [dep for dep in needed if dep not in upstream]
     if missing:
         return f"needs a succeeded {missing[0]} run (not listed for this model)"

@@ -34,7 +34,7 @@ from catalog.schema import IngestRun, Model
 from ingest import __version__
 from ingest.jobs.claims import ClaimHeld, claim, unit_claim_name
 from ingest.load.models import LoadedModel
-from ingest.stages.base import Stage, Unit
+from ingest.stages.base import Stage, Unit, upstream_stages
 from ingest.stages.runs import StageResult, finish_run, insert_run, params_hash, succeeded_run
 
 
@@ -56,7 +56,7 @@ def current_runs(conn: Connection, model_id: int, stages: Sequence[str]) -> dict
 
 def upstream_runs(conn: Connection, model_id: int, model_name: str, stage: Stage, params: Any) -> dict[str, int]:
     needed = stage.depends_on(params)
-    found = current_runs(conn, model_id, needed)
+    found = current_runs(conn, model_id, upstream_stages(stage, params))
     missing = [name for name in needed if name not in found]
     if missing:
         raise CatalogError(f"stage {stage.name} of {model_name!r} needs a succeeded {missing[0]} run first")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from catalog.database import CatalogError
-from ingest.stages.base import Stage
+from ingest.stages.base import Stage, upstream_stages
 from ingest.stages.embedding_stats import EMBEDDING_STATS
 from ingest.stages.evaluation import EVALUATION
 from ingest.stages.nokens import NOKENS
@@ -28,7 +28,7 @@ def stage_named(name: str) -> Stage:
 def in_dependency_order(params: Mapping[str, Any]) -> list[str]:
     """The stage names of ``params`` (name -> that stage's params) in catalogue order, except that each
     comes after the stages it depends on."""
-    needs = {name: {dep for dep in STAGES[name].depends_on(value) if dep in params} for name, value in params.items()}
+    needs = {name: {dep for dep in upstream_stages(STAGES[name], value) if dep in params} for name, value in params.items()}
     order: list[str] = []
     while len(order) < len(needs):
         ready = [name for name in STAGES if name in needs and name not in order and needs[name] <= set(order)]

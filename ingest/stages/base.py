@@ -9,6 +9,8 @@ A stage is a module-level object with:
   that checks names and types;
 - ``depends_on(params)``: the stages whose current (latest succeeded) run it
   reads; a newer run of one of them makes this stage stale;
+- ``reads_if_present``: stages whose current run it also reads when there is
+  one (it runs without); a newer run of one of them makes it stale too;
 - ``tables``: every table whose rows carry its run id;
 - ``needs_weights``: whether it loads the model's weights (``uses_gpu``: it
   asks a cluster for a GPU when its device is a GPU);
@@ -58,12 +60,18 @@ class Stage(Protocol):
     tables: ClassVar[tuple[Table, ...]]
     needs_weights: ClassVar[bool]
     uses_gpu: ClassVar[bool]
+    reads_if_present: ClassVar[tuple[str, ...]]
 
     def depends_on(self, params: Any) -> tuple[str, ...]: ...
 
     def run_params(self, params: Any) -> dict[str, Any]: ...
 
     def prepare(self, unit: Unit, params: Any) -> ResumableWork: ...
+
+
+def upstream_stages(stage: Stage, params: Any) -> tuple[str, ...]:
+    """Every stage whose current run a run of ``stage`` reads: those it needs, then those it reads when present."""
+    return stage.depends_on(params) + stage.reads_if_present
 
 
 class ParamError(CatalogError):

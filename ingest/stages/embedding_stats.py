@@ -142,6 +142,7 @@ class EmbeddingStatsStage:
     tables = (EmbeddingStat.__table__, Cluster.__table__, Neighbor.__table__)
     needs_weights = True
     uses_gpu = True
+    reads_if_present = ()
 
     def build(self, values: Mapping[str, Any]) -> StatsParams:
         params = build_params(StatsParams, values)

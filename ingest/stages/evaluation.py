@@ -11,7 +11,12 @@ nor placeholders:
   ``token_indicator``: ``head_projection`` (LM head alone), ``identical_rows``
   (tokens sharing one embedding or unembedding row) and ``first_forward``
   (one forward per ranked token);
-- each tokenizer category, as a yes/no score.
+- each tokenizer category, as a yes/no score;
+- ``elicitability``, where prompt searches ran (``glitchdex prompts``): minus
+  the best target log-prob any method's latest search reached (higher = harder
+  to make the model emit). Searches cost tens of forwards per token, so this
+  indicator covers candidates and samples only; unsearched tokens have no
+  score and are never its candidates (see ``ingest.compute.evaluation``).
 
 Rows of ``evaluation`` hold precision, recall and F1 at each budget, R-precision
 and average precision, and ``any_indicator`` (the union of every indicator's
@@ -36,7 +41,7 @@ from sqlalchemy.orm import Session
 from torch import Tensor
 
 from catalog.database import CatalogError, bulk_insert
-from catalog.queries import require_run
+from catalog.queries import best_search_query, require_run
 from catalog.queries.status import UPSTREAM_KEY
 from catalog.schema import (
     EmbeddingStat,
@@ -74,6 +79,7 @@ from ingest.stages.probes import CONTROL
 from ingest.stages.runs import ResumableWork
 
 STAGE = "evaluation"
+ELICITABILITY = "elicitability"
 NOT_RANKED = ("special", "placeholder")  # the indicators' reference or no token at all: never counted as findings
 TRUTH_VERDICT = "verified"
 CALIBRATION_BUDGET = 0.02
@@ -170,6 +176,19 @@ def stat_scores(conn: Connection, stats_run: int, token_ids: Tensor) -> dict[str
     return scores
 
 
+def elicitability_scores(conn: Connection, model_id: int, token_ids: Tensor) -> tuple[Tensor, list[int]] | None:
+    """Minus the best log-prob the model's latest prompt searches reached, over ``token_ids`` (NaN where unsearched).
+
+    -> ([n] float64, the prompt_search runs read), or None when no ranked token was searched.
+    """
+    best = {row.token_id: row for row in conn.execute(best_search_query(model_id))}
+    searched = [t for t in token_ids.tolist() if t in best]
+    if not searched:
+        return None
+    values = torch.tensor([-best[t].best_logprob if t in best else float("nan") for t in token_ids.tolist()], dtype=torch.float64)
+    return values, sorted({best[t].run_id for t in searched})
+
+
 def category_scores(truth: Truth) -> dict[str, Tensor]:
     """Each tokenizer category but 'normal' as a yes/no score over the ranked tokens."""
     ranked = [truth.categories[t] for t in truth.token_ids.tolist()]
@@ -230,6 +249,7 @@ class EvaluationStage:
     tables = (Evaluation.__table__, TokenIndicator.__table__)
     needs_weights = True
     uses_gpu = True
+    reads_if_present = ("prompt_search",)  # elicitability, where prompts were searched
 
     def build(self, values: Mapping[str, Any]) -> EvaluationParams:
         return build_params(EvaluationParams, values)
@@ -263,6 +283,10 @@ class _Evaluation:
         n_ids = max(truth.categories) + 1
         new_indicators = self._new_indicators(truth.token_ids, n_ids)
         scores = {**stat_scores(conn, self.stats_run, truth.token_ids), **{name: values[truth.token_ids] for name, values in new_indicators.items()}}
+        elicitability = elicitability_scores(conn, self.model_id, truth.token_ids)
+        if elicitability is not None:
+            scores[ELICITABILITY] = elicitability[0]
+            new_indicators[ELICITABILITY] = torch.full((n_ids,), float("nan"), dtype=torch.float64).index_put_((truth.token_ids,), elicitability[0])
         scores = {name: values.float() for name, values in scores.items()}
         scores.update(category_scores(truth))
         figures = [evaluate_indicator(name, values, truth.verified, truth.token_ids, self.params.budgets, truth.weights) for name, values in scores.items()]
@@ -284,6 +308,7 @@ class _Evaluation:
             "best_indicator": calibration.best_indicator,
             "calibration": {**dataclasses.asdict(calibration), "statement": calibration.statement},
             "learned": learned_report,
+            "elicitability": self._elicitability_report(elicitability, truth),
             "missed_by_all": {label: ids.tolist() for label, ids in missed.items()},
         }
         if truth.stratified:
@@ -301,6 +326,14 @@ class _Evaluation:
         values, features = learned_scores([(m.scores, m.truth) for m in training], scores, len(truth.token_ids))
         trained_on = [{"model": m.name, "evaluation_run": m.run_id, "n_ranked": len(m.truth), "n_truth": int(m.truth.sum())} for m in training]
         return values.float(), {"trained_on": trained_on, "features": features}
+
+    @staticmethod
+    def _elicitability_report(elicitability: tuple[Tensor, list[int]] | None, truth: Truth) -> dict[str, Any]:
+        if elicitability is None:
+            return {"statement": "no ranked token has a prompt search: run `glitchdex prompts` on candidates or sample tokens, then evaluate again"}
+        values, runs = elicitability
+        searched = ~values.isnan()
+        return {"prompt_search_runs": runs, "n_searched": int(searched.sum()), "n_truth_searched": int((searched & truth.verified).sum())}
 
     @staticmethod
     def _learned_verdict(figures: list[IndicatorFigures]) -> dict[str, Any]:

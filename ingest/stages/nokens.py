@@ -94,6 +94,7 @@ class NokensStage:
     tables = NOKEN_TABLES
     needs_weights = True
     uses_gpu = True
+    reads_if_present = ()
 
     def build(self, values: Mapping[str, Any]) -> NokenParams:
         return build_params(NokenParams, values)

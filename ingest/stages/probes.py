@@ -100,6 +100,7 @@ class ProbesStage:
     tables = PROBE_TABLES
     needs_weights = True
     uses_gpu = True
+    reads_if_present = ()
 
     def build(self, values: Mapping[str, Any]) -> ProbeParams:
         """Sweep mode starts from the sweep defaults (templates, batch size)."""

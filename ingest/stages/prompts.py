@@ -128,6 +128,7 @@ class PromptsStage:
     tables = (PromptSearch.__table__,)
     needs_weights = True
     uses_gpu = True
+    reads_if_present = ()
 
     def build(self, values: Mapping[str, Any]) -> PromptParams:
         params = build_params(PromptParams, values)

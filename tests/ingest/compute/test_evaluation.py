@@ -12,6 +12,7 @@ from ingest.compute.evaluation import (
     average_precision,
     budget_size,
     calibrate,
+    candidates_at,
     effective_counts,
     estimated_count,
     evaluate_indicator,
@@ -60,6 +61,23 @@ def test_a_perfect_and_a_reversed_indicator():
     assert next(r for r in perfect.budgets if r.budget == R_PRECISION).precision == 1.0
     reversed_ = evaluate_indicator("anti", -TRUTH.float(), TRUTH, TOKEN_IDS)
     assert next(r for r in reversed_.budgets if r.budget == R_PRECISION).precision == 0.0
+
+
+def test_an_unscored_token_is_never_a_candidate_but_a_missed_true_one_counts():
+    """An indicator measured on three tokens only (ids 10, 11, 19): the rest are NaN."""
+    scores = torch.full((10,), float("nan"))
+    scores[[0, 1, 9]] = torch.tensor([3.0, 2.0, 1.0])
+    figures = evaluate_indicator("partial", scores, TRUTH, TOKEN_IDS, budgets=(0.5,))
+    rows = {row.budget: row for row in figures.budgets}
+    # 50 % is 5 tokens, but only the 3 scored can be candidates: 10 and 19 are hits, 12 (unscored) is missed
+    assert (rows["50%"].k, rows["50%"].n_hits, rows["50%"].recall) == (3, 2, pytest.approx(2 / 3))
+    assert (rows[R_PRECISION].k, rows[R_PRECISION].n_hits) == (3, 2)
+    # precision at the found hits' ranks 1/1 and 2/3; the unscored true token adds 0 over 3 true tokens
+    assert figures.average_precision == pytest.approx((1 + 2 / 3) / 3)
+    weights = torch.ones(10, dtype=torch.float64)
+    assert TOKEN_IDS[candidates_at(scores, TOKEN_IDS, weights, 8.0)].tolist() == [10, 11, 19]
+    union, missed = union_figures({"partial": scores}, TRUTH, TOKEN_IDS, budgets=(1.0,))
+    assert missed["100%"].tolist() == [12] and union.budgets[0].k == 3
 
 
 def test_budget_size_is_at_least_one_and_rounds_up():

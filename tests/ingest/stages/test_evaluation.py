@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from catalog.database import CatalogError, make_engine
-from catalog.queries import evaluation_rows, latest_evaluation, missed_tokens
+from catalog.queries import elicitability, evaluation_rows, latest_evaluation, missed_tokens
 from catalog.schema import IngestRun, Token, TokenIndicator, TokenVerdict
 from ingest.compute.evaluation import learned_scores
 from ingest.jobs.cli import main
@@ -19,7 +19,9 @@ from ingest.stages.evaluation import (
     EvaluationParams,
     other_evaluations,
 )
+from ingest.compute.prompts import SearchParams
 from ingest.stages.probes import PROBES, ProbeParams
+from ingest.stages.prompts import PROMPTS, PromptParams
 from tests.conftest import SMOLLM2, fresh_database
 
 # A seeded sample of 48 ids, echo template only, plus 6 controls: seconds on a CPU.
@@ -197,3 +199,40 @@ def test_another_models_evaluation_reads_back_as_training_data(evaluated):
     assert not other.scores["first_forward"].isnan().any()  # every ranked token got its forward
     scores, features = learned_scores([(other.scores, other.truth)], other.scores, len(other.truth))
     assert "first_forward" in features and len(scores) == len(other.truth)
+
+
+# One short search per target: the evaluation reads whatever the searches reached, however short.
+BRIEF_SEARCH = SearchParams(max_steps=1, n_candidates=8, top_k=8, methods=("gcg",), allow_anomalous=True)
+
+
+def test_elicitability_scores_the_searched_tokens_only(smollm2, smollm2_catalog, tmp_path):
+    """A prompt search on four ranked tokens (a verified one among them): the indicator ranks those four, nothing else."""
+    with fresh_database(tmp_path, template=smollm2_catalog) as url:
+        engine = make_engine(url)
+        run_stage(engine, PROBES, SAMPLE, loaded=smollm2)
+        run_stage(engine, EVALUATION, EvaluationParams(batch_size=16, first_forward=False), loaded=smollm2)
+        with Session(engine) as session:
+            verdicts = _ranked_verdicts(engine, latest_evaluation(session, SMOLLM2))
+        verified = [t for t, v in sorted(verdicts.items()) if v == "verified"][:1]
+        searched = verified + [t for t, v in sorted(verdicts.items()) if v != "verified"][: 4 - len(verified)]
+        run_stage(engine, PROMPTS, PromptParams(token_ids=tuple(searched), search=BRIEF_SEARCH), loaded=smollm2)
+        run_stage(engine, EVALUATION, EvaluationParams(batch_size=16, first_forward=False), loaded=smollm2)
+        _check_elicitability(engine, searched, verified)
+        engine.dispose()
+
+
+def _check_elicitability(engine, searched, verified):
+    with Session(engine) as session:
+        again = latest_evaluation(session, SMOLLM2)
+        rows = {r.budget: r for r in evaluation_rows(session, again.run_id) if r.indicator == "elicitability"}
+        stored = dict(
+            session.execute(
+                select(TokenIndicator.token_id, TokenIndicator.value).where(TokenIndicator.run_id == again.run_id, TokenIndicator.indicator == "elicitability")
+            ).all()
+        )
+        best = {row.token_id: row.best_logprob for row in elicitability(session, SMOLLM2)}
+    assert again.params["elicitability"]["n_searched"] == len(searched) == len(stored)
+    assert again.params["elicitability"]["n_truth_searched"] == len(verified)
+    assert stored == pytest.approx({t: -best[t] for t in searched})  # minus the best log-prob reached
+    assert rows and all(row.k <= len(searched) for row in rows.values())  # unsearched tokens are never candidates
+    assert rows["10%"].n_hits == len(verified) and rows["10%"].n_missed == rows["10%"].n_truth - len(verified)
