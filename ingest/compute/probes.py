@@ -204,8 +204,16 @@ class ProbeRecord:
         return min(self.position_ranks)
 
     def settled(self, settled_prob: float) -> bool:
-        """Whether some step predicted the target (rank 1) with at least ``settled_prob``: passed, whatever follows."""
-        return any(rank == 1 and prob >= settled_prob for prob, rank in zip(self.position_probs, self.position_ranks))
+        """Whether some step settled the probe (see :func:`passed_surely`)."""
+        return bool(passed_surely(torch.tensor(self.position_probs), torch.tensor(self.position_ranks), settled_prob).any())
+
+
+def passed_surely(probs: Tensor, ranks: Tensor, settled_prob: float) -> Tensor:
+    """Steps where the model predicted the target (rank 1) with at least ``settled_prob``: passed, whatever follows.
+
+    probs, ranks [...] -> bool [...].
+    """
+    return (ranks == 1) & (probs >= settled_prob)
 
 
 def target_prob_and_rank(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -452,7 +460,7 @@ def sweep_probes(
         probs[rows, step], ranks[rows, step] = step_probs[:, 0].cpu(), step_ranks[:, 0].cpu()
         generated[rows, step], steps_run[rows] = next_ids.cpu(), step + 1
         if settled_prob is not None:
-            going_on = ((step_ranks[:, 0] > 1) | (step_probs[:, 0] < settled_prob)) & ~torch.isin(next_ids, ends)
+            going_on = ~passed_surely(step_probs[:, 0], step_ranks[:, 0], settled_prob) & ~torch.isin(next_ids, ends)
             if not going_on.all():
                 undecided = going_on.nonzero()[:, 0]
                 cache.batch_select_indices(undecided)

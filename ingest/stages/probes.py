@@ -276,7 +276,7 @@ class _ProbeRun:
                 select(Token.token_id, Token.text).where(Token.tokenizer_id == self.tokenizer_id, Token.token_id.in_(token_ids))
             ).all()
         )
-        if self.params.stop_when_settled:
+        if self.prober.settled_prob is not None:
             records = self.prober.sweep_until_settled(token_ids, self.templates, every_template=set(self.selection.controls))
         else:
             records = self.prober.run([(token_id, template) for token_id in token_ids for template in self.templates])
