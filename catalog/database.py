@@ -116,6 +116,7 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 def alembic_config(url: str | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("path_separator", "os")
     config.set_main_option("sqlalchemy.url", database_url(url).replace("%", "%%"))
     return config
 

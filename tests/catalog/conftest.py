@@ -14,7 +14,7 @@ from tests.conftest import sqlite_url
 
 @pytest.fixture
 def alembic_config() -> Config:
-    return Config.from_raw_config({"script_location": str(Path(migrations.__file__).parent)})
+    return Config.from_raw_config({"script_location": str(Path(migrations.__file__).parent), "path_separator": "os"})
 
 
 @pytest.fixture
