@@ -22,8 +22,8 @@ allowed tokens. Two searches per target token:
   optimised with Adam, but every forward runs on their projection to the nearest
   allowed tokens (cosine of centred embeddings, so the projection does not pull
   towards the few short-norm "hub" tokens near the centroid), with the gradient
-  passed straight through to the soft embeddings. The best projected prompt,
-  which is a real token sequence, is the result; ``relaxed_logprob`` scores the
+  passed straight through to the soft embeddings. The best projected prompt
+  (success first, then log-prob), which is a real token sequence, is the result; ``relaxed_logprob`` scores the
   final soft embeddings, an optimistic bound.
 
 A prompt may not contain the target, any token whose text contains the target's
@@ -444,6 +444,11 @@ def _gcg_step(lm: PromptLM, slots: list[_Slot], params: SearchParams, eval_chunk
 # --- continuous (projected gradient) ------------------------------------------------
 
 
+def beats(logprob: Tensor, succeeded: Tensor, best_logprob: Tensor, best_succeeded: Tensor) -> Tensor:
+    """Whether each new prompt beats the best so far: success first, then log-prob (as GCG keeps candidates).  All [batch]."""
+    return (succeeded & ~best_succeeded) | ((succeeded == best_succeeded) & (logprob > best_logprob))
+
+
 def projection_basis(table: Tensor) -> tuple[Tensor, Tensor]:
     """Centroid [d_model] and unit-norm centred token embeddings [d_vocab, d_model] (float32) for :func:`project`."""
     centroid = table.mean(0)
@@ -498,6 +503,7 @@ def _continuous_batch(
     soft = table[start_ids].clone().requires_grad_()  # [batch, pos, d_model]
     optimizer = torch.optim.Adam([soft], lr=params.continuous_lr * rms_coordinate)
     best_logprob = torch.full((len(target_ids),), float("-inf"), device=lm.device)
+    best_succeeded = torch.zeros(len(target_ids), dtype=torch.bool, device=lm.device)
     best_ids = start_ids.clone()
     trajectory = []
     for _ in range(params.continuous_steps):
@@ -507,8 +513,10 @@ def _continuous_batch(
         ce = F.cross_entropy(logits, targets, reduction="none")  # [batch]
         (soft.grad,) = torch.autograd.grad(ce.sum(), soft)  # not .backward(): the model's own .grad stays untouched
         optimizer.step()
-        improved = -ce.detach() > best_logprob
-        best_logprob = torch.where(improved, -ce.detach(), best_logprob)
+        step = score_targets(logits.detach(), targets)
+        improved = beats(step.logprob, step.rank == 1, best_logprob, best_succeeded)
+        best_logprob = torch.where(improved, step.logprob, best_logprob)
+        best_succeeded |= improved & (step.rank == 1)
         best_ids[improved] = ids[improved]
         trajectory.append(ce.detach())
     with torch.no_grad():

@@ -156,8 +156,17 @@ def test_continuous_keeps_the_best_projected_prompt_as_token_ids():
     for result, banned in zip(results, bans.masks([12, 100, 150])):
         assert not banned[result.prompt_ids].any()
         assert result.relaxed_logprob is not None and len(result.trajectory) == TINY_PARAMS.continuous_steps
-        # the kept prompt is the best projection seen, re-scored as ids: no step's projection did better
-        assert -min(result.trajectory) == pytest.approx(result.logprob, abs=1e-4)
+        # the kept prompt is the best projection seen, re-scored as ids: a successful one, else the likeliest
+        if result.rank > 1:
+            assert -min(result.trajectory) == pytest.approx(result.logprob, abs=1e-4)
+    assert any(r.rank == 1 for r in results) and any(r.rank > 1 for r in results)  # both cases are checked
+
+
+def test_continuous_keeps_a_successful_projection_over_a_likelier_one():
+    best_logprob, best_succeeded = torch.tensor([-1.0, -1.0, -3.0, -3.0]), torch.tensor([False, False, True, True])
+    logprob, succeeded = torch.tensor([-2.0, -0.5, -0.5, -2.0]), torch.tensor([True, False, False, True])
+    # success beats any log-prob; without a change in success the higher log-prob wins; a failure never replaces a success
+    assert prompt_compute.beats(logprob, succeeded, best_logprob, best_succeeded).tolist() == [True, True, False, True]
 
 
 def test_searches_run_in_bfloat16():
