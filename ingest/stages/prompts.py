@@ -179,7 +179,8 @@ class _PromptRun:
         self.model_id, self.tokenizer_id = unit.model_id, unit.tokenizer_id
 
     def pending(self, conn: Connection, run_id: int) -> list[tuple[str, int]]:
-        done = set(conn.execute(select(PromptSearch.method, PromptSearch.token_id).where(PromptSearch.run_id == run_id)).tuples())
+        searched = select(PromptSearch.method, PromptSearch.token_id).where(PromptSearch.run_id == run_id)
+        done = {(method, token_id) for method, token_id in conn.execute(searched)}
         items = [(method, t.token_id) for method in self.params.search.methods for t in self.targets]
         return [item for item in items if item not in done]
 
