@@ -127,6 +127,22 @@ class Token(Base):
     tokenizer: Mapped[Tokenizer] = relationship(back_populates="tokens")
 
 
+class SharedStrings(Base):
+    __tablename__ = "shared_strings"
+    __table_args__ = {
+        "comment": "For every pair of tokenizers, how many distinct norm_key strings are a token in both; written when a "
+        "tokenizer is catalogued (its tokens never change afterwards), so the comparison needs no scan of token."
+    }
+
+    tokenizer_a_id: Mapped[int] = mapped_column(
+        ForeignKey("tokenizer.id", ondelete="CASCADE"), primary_key=True, comment="The pair's tokenizer with the lower id."
+    )
+    tokenizer_b_id: Mapped[int] = mapped_column(
+        ForeignKey("tokenizer.id", ondelete="CASCADE"), primary_key=True, comment="The pair's tokenizer with the higher id."
+    )
+    n_strings: Mapped[int] = mapped_column(comment="Distinct normalised strings (token.norm_key) that are a token of both.")
+
+
 class Model(Base):
     __tablename__ = "model"
     __table_args__ = (
@@ -163,7 +179,7 @@ class IngestRun(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, comment="Surrogate key.")
     model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), comment="Model the stage ran for.")
-    stage: Mapped[str] = mapped_column(String(40), comment="tokenizer_facts, embedding_stats, probes, prompt_search or nokens.")
+    stage: Mapped[str] = mapped_column(String(40), comment="tokenizer_facts, embedding_stats, probes, prompt_search, nokens, evaluation or embedding_fix.")
     params: Mapped[dict[str, Any]] = mapped_column(comment="Parameters as JSON (seeds, k, thresholds, reference-token rule, ...).")
     params_hash: Mapped[str] = mapped_column(String(64), comment="sha256 of the canonical JSON params: a stage is skipped when a succeeded run has the same hash.")
     code_version: Mapped[str] = mapped_column(String(40), comment="glitchdex version that ran it.")

@@ -11,6 +11,7 @@ from catalog.queries.compare import (  # noqa: F401
     anomalous_where_query,
     same_string_everywhere,
     same_string_status_query,
+    shared_strings_of,
     shared_strings_query,
 )
 from catalog.queries.detection import (  # noqa: F401

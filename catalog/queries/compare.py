@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session, aliased
 
 from catalog.keys import norm_key
@@ -13,6 +13,7 @@ from catalog.queries.runs import every_stat_of, latest_runs
 from catalog.schema import (
     EmbeddingStat,
     Model,
+    SharedStrings,
     Token,
     Tokenizer,
 )
@@ -76,25 +77,33 @@ def same_string_status_query(text: str) -> Select | None:
 
 
 def shared_strings_query() -> Select:
-    """For every pair of tokenizers, how many distinct normalised strings are a token in both.
-
-    Pairs are counted over distinct (string, tokenizer) keys, read from the covering index
-    ``ix_token_norm_key_tokenizer``, so no token row is read and no string is counted twice.
-    """
-    keys = select(Token.norm_key, Token.tokenizer_id).where(Token.norm_key.is_not(None)).distinct().cte("string_keys")
-    a, b = keys.alias("a"), keys.alias("b")
-    pairs = (
-        select(a.c.tokenizer_id.label("id_a"), b.c.tokenizer_id.label("id_b"), func.count().label("shared_strings"))
-        .join(b, (b.c.norm_key == a.c.norm_key) & (b.c.tokenizer_id > a.c.tokenizer_id))
-        .group_by(a.c.tokenizer_id, b.c.tokenizer_id)
-        .subquery()
-    )
+    """For every pair of tokenizers, how many distinct normalised strings are a token in both (from ``shared_strings``)."""
     name_a, name_b = aliased(Tokenizer), aliased(Tokenizer)
     return (
-        select(name_a.name.label("tokenizer_a"), name_b.name.label("tokenizer_b"), pairs.c.shared_strings)
-        .join(name_a, name_a.id == pairs.c.id_a)
-        .join(name_b, name_b.id == pairs.c.id_b)
-        .order_by(pairs.c.id_a, pairs.c.id_b)
+        select(name_a.name.label("tokenizer_a"), name_b.name.label("tokenizer_b"), SharedStrings.n_strings.label("shared_strings"))
+        .join(name_a, name_a.id == SharedStrings.tokenizer_a_id)
+        .join(name_b, name_b.id == SharedStrings.tokenizer_b_id)
+        .order_by(SharedStrings.tokenizer_a_id, SharedStrings.tokenizer_b_id)
+    )
+
+
+def shared_strings_of(tokenizer_id: int) -> Select:
+    """``shared_strings`` rows of one tokenizer against every other one: (lower id, higher id, strings in both).
+
+    Each distinct string of the tokenizer is looked up in the covering index ``ix_token_norm_key_tokenizer``,
+    so the cost grows with this vocabulary, not with the catalog.
+    """
+    mine = select(Token.norm_key).where(Token.tokenizer_id == tokenizer_id, Token.norm_key.is_not(None)).distinct().subquery("mine")
+    other = Token.tokenizer_id
+    return (
+        select(
+            case((other < tokenizer_id, other), else_=tokenizer_id).label("tokenizer_a_id"),
+            case((other < tokenizer_id, tokenizer_id), else_=other).label("tokenizer_b_id"),
+            func.count(Token.norm_key.distinct()).label("n_strings"),  # another tokenizer may hold a string twice
+        )
+        .join(mine, mine.c.norm_key == Token.norm_key)
+        .where(other != tokenizer_id)
+        .group_by(other)
     )
 
 

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from catalog.database import CatalogError, bulk_insert, columns_to_rows, insert_missing, insert_unless_exists
-from catalog.schema import Model, Token, Tokenizer, utcnow
+from catalog.queries.compare import shared_strings_of
+from catalog.schema import Model, SharedStrings, Token, Tokenizer, utcnow
 from ingest.compute.tokenizer_facts import padding_facts, summarize
 from ingest.load.models import LoadedModel
 from ingest.stages.runs import StageResult, finish_run, insert_run
@@ -97,7 +98,17 @@ def _insert_tokenizer(conn: Connection, record: ModelRecord, facts: dict[str, li
     tokenizer_id = insert_unless_exists(conn, Tokenizer.__table__, values, unique=["content_hash"])
     if tokenizer_id is not None:
         bulk_insert(conn, Token.__table__, columns_to_rows(facts, tokenizer_id=tokenizer_id))
+        _count_shared_strings(conn, tokenizer_id)
     return tokenizer_id
+
+
+def _count_shared_strings(conn: Connection, tokenizer_id: int) -> None:
+    """Add the new tokenizer's pairs to ``shared_strings`` (its tokens are final: padding rows have no string)."""
+    if conn.dialect.name == "postgresql":
+        # Held until commit: of two tokenizers catalogued at once, the later one waits and then sees the other's tokens.
+        conn.execute(text("LOCK TABLE shared_strings IN EXCLUSIVE MODE"))
+    columns = ["tokenizer_a_id", "tokenizer_b_id", "n_strings"]
+    conn.execute(insert(SharedStrings).from_select(columns, shared_strings_of(tokenizer_id)))
 
 
 def _add_padding_rows(conn: Connection, record: ModelRecord, tokenizer_id: int) -> dict[str, list[Any]] | None:
