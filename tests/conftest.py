@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, make_url, select, text
 
 from catalog.database import make_engine, upgrade
+from catalog.schema import SharedStrings, Token
 from ingest.compute.embedding_stats import StatsParams
 from ingest.jobs.pipeline import ingest
 from ingest.jobs.runner import run_stage
@@ -41,6 +42,16 @@ def sqlite_url(path: Path) -> str:
 
 def on_postgresql() -> bool:
     return bool(os.environ.get(TEST_DATABASE_ENV))
+
+
+def strings_of(conn: Connection, tokenizer_id: int) -> set[str]:
+    """The distinct normalised strings of a tokenizer, counted in Python: what ``shared_strings`` must agree with."""
+    return set(conn.scalars(select(Token.norm_key).where(Token.tokenizer_id == tokenizer_id, Token.norm_key.is_not(None))))
+
+
+def shared_strings_rows(conn: Connection) -> list[tuple[int, int, int]]:
+    query = select(SharedStrings.tokenizer_a_id, SharedStrings.tokenizer_b_id, SharedStrings.n_strings).order_by(SharedStrings.tokenizer_a_id, SharedStrings.tokenizer_b_id)
+    return [tuple(row) for row in conn.execute(query)]
 
 
 @contextmanager

